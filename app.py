@@ -1,0 +1,71 @@
+"""The receiver's entry point.
+
+`gunicorn app:app` serves the receiver built from the config file named by $MOSPOOL_CONFIG, else the
+config.ini beside this file. `python app.py [--config PATH] [--bind ADDR]` runs the same app under gunicorn
+with local defaults (what the README's run command uses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from mospool import logs
+from mospool.config import CONFIG_ENV, ConfigError, config_path, load_settings
+from mospool.receiver import create_app
+from mospool.spool import SpoolError
+
+
+def build_app() -> Flask:
+    try:
+        settings = load_settings(config_path())
+        logs.configure(settings.log_level)
+        return create_app(settings)
+    except (ConfigError, SpoolError) as exc:
+        sys.exit(f"mo-spool receiver: {exc}")
+
+
+class LocalServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn with the local-run settings, so `python app.py` needs no gunicorn.conf.py."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return build_app()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the mo-spool receiver under gunicorn.")
+    parser.add_argument("--config", help=f"config file (default: ${CONFIG_ENV}, else config.ini here)")
+    parser.add_argument("--bind", default="127.0.0.1:8080", help="address to listen on")
+    args = parser.parse_args(argv)
+    os.environ[CONFIG_ENV] = str(config_path(args.config).resolve())
+    build_app()  # fail fast, in this process, on a bad config
+    options = {
+        "bind": args.bind,
+        "worker_class": "gthread",
+        "workers": 2,
+        "threads": 4,
+        "keepalive": 75,
+        "timeout": 8,
+        "graceful_timeout": 8,
+        "control_socket_disable": True,
+    }
+    LocalServer(options).run()
+
+
+if __name__ == "__main__":
+    main()
+else:
+    app = build_app()

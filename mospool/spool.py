@@ -1,0 +1,193 @@
+"""The spool directory: Maildir discipline for postbacks.
+
+A postback is written to ``tmp/`` with O_EXCL, fsynced, renamed into ``incoming/`` and the directory is
+fsynced; only then does the receiver answer 200. A published file is never modified: every later state change
+is a rename into another folder, so the folder a file is in *is* its state.
+
+A spooled file is one line of JSON metadata (the request as received, never the body) followed by the raw
+body, byte for byte, so a reader sees both or neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SUFFIX = ".postback"
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+HEADER_LIMIT = 64 * 1024
+
+# The folders, in the order a postback moves through them.
+STATES = ("tmp", "incoming", "work", "deferred", "processed", "failed", "duplicates")
+
+
+class SpoolError(OSError):
+    """The spool could not take or give back a postback."""
+
+
+class CorruptPostback(ValueError):
+    """A spooled file whose header is unreadable or whose body does not match it."""
+
+
+@dataclass(frozen=True)
+class Postback:
+    """A spooled postback as read back: the receiver's metadata and the exact body."""
+
+    id: str
+    meta: dict[str, Any]
+    body: bytes
+
+    @property
+    def received_at(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.meta["received_at"])
+
+    @property
+    def content_type(self) -> str:
+        return str(self.meta.get("content_type") or "")
+
+
+def new_id(now: dt.datetime | None = None) -> str:
+    """A name that sorts by receive time and is unique across processes, threads and hosts."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now.strftime("%Y%m%dT%H%M%S.%fZ-") + secrets.token_hex(6)
+
+
+def id_time(postback_id: str) -> dt.datetime:
+    """The receive time encoded in an id (UTC)."""
+    stamp = postback_id.split("-", 1)[0]
+    return dt.datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def encode(meta: dict[str, Any], body: bytes) -> bytes:
+    header = json.dumps(meta, ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode()
+    return header + b"\n" + body
+
+
+def decode(postback_id: str, data: bytes) -> Postback:
+    newline = data.find(b"\n", 0, HEADER_LIMIT)
+    if newline < 0:
+        raise CorruptPostback(f"{postback_id}: no metadata line")
+    try:
+        meta = json.loads(data[:newline])
+    except ValueError as exc:
+        raise CorruptPostback(f"{postback_id}: metadata is not JSON: {exc}") from exc
+    body = data[newline + 1 :]
+    if not isinstance(meta, dict) or meta.get("body_bytes") != len(body):
+        raise CorruptPostback(f"{postback_id}: body length does not match its metadata")
+    if meta.get("body_sha256") != hashlib.sha256(body).hexdigest():
+        raise CorruptPostback(f"{postback_id}: body checksum does not match its metadata")
+    return Postback(postback_id, meta, body)
+
+
+class Spool:
+    """Paths and atomic moves inside one spool directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+        self.incoming = self.root / "incoming"
+        self.work = self.root / "work"
+        self.deferred = self.root / "deferred"
+        self.processed = self.root / "processed"
+        self.failed = self.root / "failed"
+        self.duplicates = self.root / "duplicates"
+
+    def create(self) -> None:
+        """Make every folder (idempotent) and check the spool takes writes; raises SpoolError if not."""
+        for state in STATES:
+            try:
+                (self.root / state).mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SpoolError(f"cannot create spool folder {self.root / state}: {exc}") from exc
+        for state in STATES:
+            if not os.access(self.root / state, os.W_OK | os.X_OK):
+                raise SpoolError(f"spool folder {self.root / state} is not writable")
+
+    # --- the receiver's side
+
+    def publish(self, meta: dict[str, Any], body: bytes, postback_id: str | None = None) -> str:
+        """Store one postback durably in incoming/ and return its id.
+
+        Raises OSError when any step fails; the temp file is then gone and nothing was published.
+        Once this returns, the file is fsynced, renamed and its directory entry fsynced.
+        """
+        postback_id = postback_id or new_id()
+        meta = {**meta, "id": postback_id, "body_bytes": len(body)}
+        meta["body_sha256"] = hashlib.sha256(body).hexdigest()
+        name = postback_id + SUFFIX
+        temp = self.tmp / name
+        self._write_new(temp, encode(meta, body))
+        try:
+            os.rename(temp, self.incoming / name)
+        except OSError:
+            _unlink_quietly(temp)
+            raise
+        fsync_dir(self.incoming)
+        return postback_id
+
+    @staticmethod
+    def _write_new(path: Path, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)  # the umask must not take the group's read bit
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(path)
+            raise
+        os.close(fd)
+
+    # --- reading
+
+    def read(self, path: Path) -> Postback:
+        return decode(path.name.removesuffix(SUFFIX), path.read_bytes())
+
+    def waiting(self) -> Iterator[os.DirEntry[str]]:
+        """Postbacks in incoming/, streamed in directory order (never the whole listing at once)."""
+        with os.scandir(self.incoming) as entries:
+            for entry in entries:
+                if entry.name.endswith(SUFFIX):
+                    yield entry
+
+    def backlog(self, limit: int) -> tuple[int, str | None]:
+        """(count, oldest id) over at most ``limit`` waiting files: cheap however large the backlog."""
+        count, oldest = 0, None
+        for entry in self.waiting():
+            count += 1
+            name = entry.name.removesuffix(SUFFIX)
+            oldest = name if oldest is None or name < oldest else oldest
+            if count >= limit:
+                break
+        return count, oldest
+
+    def writable(self) -> bool:
+        return os.access(self.tmp, os.W_OK) and os.access(self.incoming, os.W_OK)
+
+    def free_bytes(self) -> int:
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

@@ -1,0 +1,107 @@
+"""Real processes for tests: a config file writer and a gunicorn receiver on a loopback port."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_config(path: Path, spool_dir: Path, sections: Mapping[str, Mapping[str, object]] = {}) -> Path:
+    """A config.ini with the spool at spool_dir and the given keys set (everything else default)."""
+    lines = ["[spool]", f"dir = {spool_dir}"]
+    for key, value in sections.get("spool", {}).items():
+        lines.append(f"{key} = {value}")
+    for section, keys in sections.items():
+        if section == "spool":
+            continue
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {value}" for key, value in keys.items())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def wait_for_http(host: str, port: int, path: str = "/healthz", timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=2)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class Gunicorn:
+    """`gunicorn app:app` from the repo, gthread workers, on 127.0.0.1:<free port>."""
+
+    def __init__(self, config: Path, workers: int = 2, threads: int = 4, extra: tuple[str, ...] = ()) -> None:
+        self.config = config
+        self.port = free_port()
+        self.args = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--no-control-socket",
+            "--keep-alive",
+            "30",
+            *extra,
+            "app:app",
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Gunicorn:
+        env = {**os.environ, "MOSPOOL_CONFIG": str(self.config)}
+        self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, start_new_session=True)
+        wait_for_http("127.0.0.1", self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def post(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None, method: str = "POST"
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = self.connection()
+        try:
+            conn.request(method, path, body=body, headers=dict(headers or {}))
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()

@@ -1,0 +1,78 @@
+"""config.ini parsing and validation."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from mospool.config import DEFAULT_CONFIG, ConfigError, config_path, load_settings, section_keys
+from tests.servers import REPO
+
+
+def test_shipped_config_loads_with_spool_under_the_repo() -> None:
+    settings = load_settings(DEFAULT_CONFIG)
+    assert settings.spool.dir == REPO / "var" / "spool"
+    assert settings.receiver.path == "/postback"
+    assert settings.receiver.max_body_bytes == 1024 * 1024
+    assert settings.media.allowed_schemes == ("http", "https")
+    assert settings.media.allow_private_networks is False
+
+
+def test_every_key_is_documented_in_config_ini_and_readme() -> None:
+    shipped = DEFAULT_CONFIG.read_text()
+    readme = (REPO / "README.md").read_text()
+    for section, key in section_keys():
+        assert f"\n{key} =" in shipped, f"[{section}] {key} missing from config.ini"
+        assert f"`{key}`" in readme, f"[{section}] {key} missing from README"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.ini"
+    path.write_text(f"[spool]\ndir = spool\n{text}\n")
+    return path
+
+
+def test_relative_spool_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "[receiver]\nallowed_networks = 10.0.0.0/8, 192.0.2.1"))
+    assert settings.spool.dir == tmp_path / "spool"
+    assert settings.receiver.allowed_networks == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.0.2.1/32"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[receiver]\nmax_body_byte = 5", r"unknown key \[receiver\] max_body_byte"),
+        ("[reciever]\npath = /x", r"unknown section \[reciever\]"),
+        ("[receiver]\nmax_body_bytes = lots", r"\[receiver\] max_body_bytes = 'lots'"),
+        ("[receiver]\nmax_body_bytes = -1", r"\[receiver\] max_body_bytes .*negative"),
+        ("[receiver]\nallowed_networks = 10.0.0.0/33", r"\[receiver\] allowed_networks"),
+        ("[receiver]\npath = postback", r"\[receiver\] path"),
+        ("[receiver]\ntoken = a/b", r"\[receiver\] token"),
+        ("[media]\nallow_private_networks = maybe", r"\[media\] allow_private_networks"),
+        ("[worker]\nconcurrency = 0", r"\[worker\] concurrency .*at least 1"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, text))
+
+
+def test_missing_spool_dir_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.ini").write_text("[receiver]\npath = /x\n")
+    with pytest.raises(ConfigError, match=r"\[spool\] dir is required"):
+        load_settings(tmp_path / "empty.ini")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "absent.ini")
+
+
+def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOSPOOL_CONFIG", "/etc/from-env.ini")
+    assert config_path("/etc/from-cli.ini") == Path("/etc/from-cli.ini")
+    assert config_path(None) == Path("/etc/from-env.ini")
+    monkeypatch.delenv("MOSPOOL_CONFIG")
+    assert config_path(None) == DEFAULT_CONFIG
