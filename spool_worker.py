@@ -1,8 +1,54 @@
-"""The spool worker's entry point (in progress: parsing and filing land with the worker issue)."""
+"""The spool worker's entry point.
+
+`python spool_worker.py [--config PATH] [--once]` files every spooled postback under processed/, failed/ or
+duplicates/. Without --once it keeps watching incoming/ until SIGTERM/SIGINT (systemd restarts it if it dies);
+with --once it processes everything waiting, and every retry that is due, then exits 0.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
+import signal
 import sys
+import threading
+
+from mospool import logs
+from mospool.config import CONFIG_ENV, ConfigError, config_path, load_settings
+from mospool.spool import SpoolError
+from mospool.worker import Worker
+
+log = logging.getLogger("mospool.spool_worker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="File spooled Sinch postbacks.")
+    parser.add_argument("--config", help=f"config file (default: ${CONFIG_ENV}, else config.ini here)")
+    parser.add_argument("--once", action="store_true", help="process everything waiting, then exit")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(config_path(args.config))
+        logs.configure(settings.log_level)
+        worker = Worker(settings)
+    except (ConfigError, SpoolError) as exc:
+        print(f"mo-spool worker: {exc}", file=sys.stderr)
+        return 2
+    if args.once:
+        worker.recover()
+        handled = worker.drain()
+        log.info("--once: handled %d postbacks", handled)
+        worker.close()
+        return 0
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: worker.stop())
+    log.info("watching %s", worker.spool.incoming)
+    return worker.run()
+
 
 if __name__ == "__main__":
-    sys.exit("mo-spool worker: not built yet")
+    code = main()
+    logging.shutdown()
+    if threading.active_count() > 1:  # a postback thread still stuck at stop: it is released at next start
+        os._exit(code)
+    sys.exit(code)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,7 @@ class Spool:
         meta["body_sha256"] = hashlib.sha256(body).hexdigest()
         name = postback_id + SUFFIX
         temp = self.tmp / name
-        self._write_new(temp, encode(meta, body))
+        self.write_new(temp, encode(meta, body))
         try:
             os.rename(temp, self.incoming / name)
         except OSError:
@@ -143,7 +144,8 @@ class Spool:
         return postback_id
 
     @staticmethod
-    def _write_new(path: Path, data: bytes) -> None:
+    def write_new(path: Path, data: bytes) -> None:
+        """Create ``path`` (must not exist) with ``data``, mode 0640, fsynced; nothing is left on failure."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)  # the umask must not take the group's read bit
@@ -156,6 +158,96 @@ class Spool:
             _unlink_quietly(path)
             raise
         os.close(fd)
+
+    # --- the worker's side: claim, build, file
+
+    def claim(self, path: Path) -> Path | None:
+        """Move a waiting file into work/; None if another worker (or an earlier pass) took it first."""
+        target = self.work / path.name
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def release(self, work_file: Path) -> None:
+        """Put a claimed file back in incoming/ (crash recovery, shutdown)."""
+        os.rename(work_file, self.incoming / work_file.name)
+
+    def build_dir(self, postback_id: str) -> Path:
+        """work/<id>/: where a record folder is assembled (and media kept between retries)."""
+        path = self.work / postback_id
+        path.mkdir(mode=DIR_MODE, exist_ok=True)
+        return path
+
+    def record_dir(self, state: str, postback_id: str) -> Path:
+        """<state>/YYYY-MM-DD/<id>, the date being the UTC receive date."""
+        return self.root / state / id_time(postback_id).strftime("%Y-%m-%d") / postback_id
+
+    def filed(self, postback_id: str) -> Path | None:
+        """The finished folder of a postback, if it has one (processed, duplicates or failed)."""
+        for state in ("processed", "duplicates", "failed"):
+            folder = self.record_dir(state, postback_id)
+            if folder.exists():
+                return folder
+        return None
+
+    def file_record(self, build: Path, state: str) -> Path:
+        """Publish a fully written build folder as <state>/YYYY-MM-DD/<id> in one rename."""
+        for folder in (build / "media", build):
+            if folder.is_dir():
+                fsync_dir(folder)
+        target = self.record_dir(state, build.name)
+        if not target.parent.is_dir():
+            target.parent.mkdir(mode=DIR_MODE, exist_ok=True)
+            fsync_dir(target.parent.parent)
+        os.rename(build, target)
+        fsync_dir(target.parent)
+        return target
+
+    def defer(self, build: Path, work_file: Path) -> Path:
+        """Park a postback and its partial media in deferred/<id>/ until its next try."""
+        os.rename(work_file, build / work_file.name)
+        target = self.deferred / build.name
+        os.rename(build, target)
+        fsync_dir(self.deferred)
+        return target
+
+    def undefer(self, folder: Path) -> Path | None:
+        """Claim a deferred folder back into work/; returns the claimed work file."""
+        build = self.work / folder.name
+        try:
+            os.rename(folder, build)
+        except FileNotFoundError:
+            return None
+        work_file = self.work / (folder.name + SUFFIX)
+        os.rename(build / work_file.name, work_file)
+        return work_file
+
+    def recover(self) -> int:
+        """After a crash: every claimed file goes back to incoming/. Returns how many."""
+        count = 0
+        for entry in list(os.scandir(self.work)):
+            path = Path(entry.path)
+            inner = path / (entry.name + SUFFIX)
+            if entry.name.endswith(SUFFIX):
+                self.release(path)
+            elif entry.is_dir() and inner.exists():
+                self.release(inner)
+            else:
+                continue
+            count += 1
+        return count
+
+    def clean_tmp(self, older_than: float) -> int:
+        """Remove receiver leftovers in tmp/ older than ``older_than`` seconds. Returns how many."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for entry in list(os.scandir(self.tmp)):
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                _unlink_quietly(Path(entry.path))
+                removed += 1
+        return removed
 
     # --- reading
 
@@ -186,6 +278,19 @@ class Spool:
     def free_bytes(self) -> int:
         stats = os.statvfs(self.root)
         return stats.f_bavail * stats.f_frsize
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write a whole file in an unpublished build folder and fsync it (the folder is fsynced when filed)."""
+    with path.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(path, FILE_MODE)
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_file(path, json.dumps(value, indent=2, ensure_ascii=False).encode() + b"\n")
 
 
 def _unlink_quietly(path: Path) -> None:

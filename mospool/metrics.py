@@ -1,0 +1,57 @@
+"""Worker metrics in Prometheus text format, written to a file for node_exporter's textfile collector."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
+
+log = logging.getLogger(__name__)
+
+
+class Metrics:
+    """Counters live in memory (they restart at zero with the worker, as Prometheus expects)."""
+
+    def __init__(self, textfile: Path | None) -> None:
+        self.textfile = textfile
+        self.registry = CollectorRegistry()
+        self.postbacks = Counter(
+            "mospool_postbacks",
+            "Postbacks handled, by kind and outcome",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.media_bytes = Counter("mospool_media_bytes", "Media bytes downloaded", registry=self.registry)
+        self.media_retries = Counter(
+            "mospool_media_retries", "Postbacks deferred for a media retry", registry=self.registry
+        )
+        self.latency = Histogram(
+            "mospool_processing_seconds",
+            "Time to file one postback",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.backlog = Gauge("mospool_backlog", "Postbacks waiting in incoming/", registry=self.registry)
+        self.oldest = Gauge(
+            "mospool_backlog_oldest_seconds", "Age of the oldest waiting postback", registry=self.registry
+        )
+
+    def handled(self, kind: str, outcome: str, seconds: float) -> None:
+        self.postbacks.labels(kind=kind, outcome=outcome).inc()
+        self.latency.observe(seconds)
+        if outcome == "deferred":
+            self.media_retries.inc()
+
+    def set_backlog(self, count: int, oldest_seconds: float) -> None:
+        self.backlog.set(count)
+        self.oldest.set(oldest_seconds)
+
+    def write(self) -> None:
+        """Atomically replace the textfile (prometheus_client writes a temp file and renames it)."""
+        if self.textfile is None:
+            return
+        try:
+            write_to_textfile(str(self.textfile), self.registry)
+        except OSError as exc:
+            log.warning("could not write metrics to %s: %s", self.textfile, exc)

@@ -1,0 +1,251 @@
+"""The worker on real spools under tmp_path: batch mode, crash recovery, duplicates, the live observer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mospool.config import Settings, WorkerSettings
+from mospool.index import Index
+from mospool.spool import SUFFIX, Spool, new_id
+from mospool.worker import EXIT_OBSERVER_DIED, Worker
+from tests.servers import REPO, write_config
+
+SMS_MO = (
+    b'{"origin":"SMS_MO","code":"N401","from":"17745550001","to":"18885551234",'
+    b'"tracking-id":"sms-1","message-text":"hello"}'
+)
+STATUS_XML = (
+    b"<postback><origin>MMS_MT</origin><code>N101</code><to>17745550001</to>"
+    b"<tracking-id>mt-1</tracking-id><status-details>Delivered to handset</status-details></postback>"
+)
+BATCH = (
+    b"<POSTBACK>"
+    + b"".join(
+        b"<NOTIFICATION><ORIGIN>SMS_MO</ORIGIN><CODE>N401</CODE><FROM>1555000%d</FROM><TO>28444</TO>"
+        b"<TRACKINGID>batch-%d</TRACKINGID><TEXT>text %d</TEXT></NOTIFICATION>" % (n, n, n)
+        for n in (1, 2, 3)
+    )
+    + b"</POSTBACK>"
+)
+
+
+def settings_for(tmp_path: Path, rescan_seconds: float = 30.0) -> Settings:
+    return Settings.for_spool(tmp_path / "spool", worker=WorkerSettings(rescan_seconds=rescan_seconds))
+
+
+def publish(
+    spool: Spool, body: bytes, content_type: str = "application/json", when: dt.datetime | None = None
+) -> str:
+    now = when or dt.datetime.now(dt.UTC)
+    meta = {"received_at": now.isoformat(), "content_type": content_type, "remote_addr": "192.0.2.1"}
+    return spool.publish(meta, body, new_id(now))
+
+
+def folder(spool: Spool, state: str, postback_id: str) -> Path:
+    return spool.record_dir(state, postback_id)
+
+
+def read_json(path: Path) -> dict[str, object]:
+    value = json.loads(path.read_bytes())
+    assert isinstance(value, dict)
+    return value
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Worker:
+    return Worker(settings_for(tmp_path))
+
+
+def test_drain_files_each_postback_as_a_readable_record(worker: Worker) -> None:
+    spool = worker.spool
+    sms = publish(spool, SMS_MO)
+    status = publish(spool, STATUS_XML, "text/xml")
+    assert worker.drain() == 2
+    record = folder(spool, "processed", sms)
+    assert sorted(p.name for p in record.iterdir()) == ["body.json", "message.json", "request.json"]
+    assert (record / "body.json").read_bytes() == SMS_MO
+    message = read_json(record / "message.json")
+    assert message["kind"] == "sms_mo"
+    assert message["text"] == "hello"
+    assert message["from"] == "17745550001"
+    assert message["spool_id"] == sms
+    assert message["schema"] == 1
+    assert read_json(record / "request.json")["remote_addr"] == "192.0.2.1"
+    status_message = read_json(folder(spool, "processed", status) / "message.json")
+    assert status_message["kind"] == "status"
+    assert list(spool.incoming.iterdir()) == [] and list(spool.work.iterdir()) == []
+
+
+def test_record_folder_is_named_by_utc_receive_date(worker: Worker) -> None:
+    when = dt.datetime(2026, 3, 1, 23, 59, 59, tzinfo=dt.UTC)
+    postback_id = publish(worker.spool, SMS_MO, when=when)
+    worker.drain()
+    assert (worker.spool.root / "processed" / "2026-03-01" / postback_id / "message.json").is_file()
+
+
+def test_malformed_postback_is_filed_under_failed_with_the_reason(worker: Worker) -> None:
+    postback_id = publish(worker.spool, b"<postback><origin>MMS_MO</orig", "text/xml")
+    xxe = publish(
+        worker.spool,
+        b'<?xml version="1.0"?><!DOCTYPE p [<!ENTITY x SYSTEM "file:///etc/passwd">]><postback>&x;</postback>',
+        "text/xml",
+    )
+    assert worker.drain() == 2
+    error = read_json(folder(worker.spool, "failed", postback_id) / "error.json")
+    assert error["stage"] == "parse"
+    assert error["error"]
+    assert error["attempts"] == 1
+    assert (folder(worker.spool, "failed", postback_id) / "body.xml").read_bytes().startswith(b"<postback>")
+    xxe_error = read_json(folder(worker.spool, "failed", xxe) / "error.json")
+    assert "root:" not in json.dumps(xxe_error)
+
+
+def test_retry_of_the_same_notification_is_a_duplicate(worker: Worker) -> None:
+    first = publish(worker.spool, SMS_MO)
+    worker.drain()
+    again = publish(worker.spool, SMS_MO.replace(b'"hello"', b'"hello (resent)"'))
+    worker.drain()
+    note = read_json(folder(worker.spool, "duplicates", again) / "duplicate.json")
+    assert note["duplicate_of"] == first
+    assert note["key"] == "SMS_MO|N401|sms-1"
+    assert (folder(worker.spool, "duplicates", again) / "body.json").is_file()
+    assert not folder(worker.spool, "processed", again).exists()
+
+
+def test_postbacks_without_tracking_id_dedup_on_the_body(worker: Worker) -> None:
+    body = b'{"origin":"SMS_MO","code":"N401","from":"1","to":"2","message-text":"no id"}'
+    ids = {publish(worker.spool, body), publish(worker.spool, body)}
+    worker.drain()  # both in one batch: whichever is claimed first is the original
+    (original,) = [i for i in ids if folder(worker.spool, "processed", i).is_dir()]
+    (duplicate,) = ids - {original}
+    note = read_json(folder(worker.spool, "duplicates", duplicate) / "duplicate.json")
+    assert note["duplicate_of"] == original
+    assert str(note["key"]).startswith("sha256:")
+
+
+def test_batched_postback_gives_one_message_file_per_notification(worker: Worker) -> None:
+    postback_id = publish(worker.spool, BATCH, "text/xml")
+    worker.drain()
+    record = folder(worker.spool, "processed", postback_id)
+    messages = [read_json(record / f"message-{n:03d}.json") for n in (1, 2, 3)]
+    assert [m["tracking_id"] for m in messages] == ["batch-1", "batch-2", "batch-3"]
+    assert [m["batch_position"] for m in messages] == [1, 2, 3]
+
+
+def test_crash_recovery_releases_claimed_files(worker: Worker) -> None:
+    postback_id = publish(worker.spool, SMS_MO)
+    name = postback_id + SUFFIX
+    os.rename(worker.spool.incoming / name, worker.spool.work / name)  # claimed, then the worker died
+    worker.recover()
+    assert (worker.spool.incoming / name).exists()
+    worker.drain()
+    assert folder(worker.spool, "processed", postback_id).is_dir()
+
+
+def test_work_file_left_after_filing_is_not_filed_twice(worker: Worker) -> None:
+    postback_id = publish(worker.spool, SMS_MO)
+    name = postback_id + SUFFIX
+    data = (worker.spool.incoming / name).read_bytes()
+    worker.drain()
+    (worker.spool.work / name).write_bytes(data)  # crash between the folder rename and the unlink
+    worker.recover()
+    worker.drain()
+    assert not (worker.spool.root / "duplicates").joinpath("x").exists()
+    assert list((worker.spool.root / "duplicates").iterdir()) == []
+    assert list(worker.spool.incoming.iterdir()) == [] and list(worker.spool.work.iterdir()) == []
+
+
+def test_recover_removes_only_stale_tmp_files(worker: Worker) -> None:
+    stale, fresh = worker.spool.tmp / "stale.postback", worker.spool.tmp / "fresh.postback"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"in progress")
+    old = time.time() - 2 * worker.settings.spool.tmp_grace_seconds
+    os.utime(stale, (old, old))
+    worker.recover()
+    assert sorted(p.name for p in worker.spool.tmp.iterdir()) == ["fresh.postback"]
+
+
+def test_rebuilt_index_matches_the_live_one(worker: Worker) -> None:
+    publish(worker.spool, SMS_MO)
+    publish(worker.spool, SMS_MO)
+    publish(worker.spool, BATCH, "text/xml")
+    publish(worker.spool, STATUS_XML, "text/xml")
+    worker.drain()
+    query = "SELECT key, spool_id, state, folder, sender, tracking_id FROM records ORDER BY key"
+    live = [tuple(row) for row in worker.index.query(query)]
+    dupes = [tuple(row) for row in worker.index.query("SELECT * FROM duplicates ORDER BY spool_id")]
+    worker.close()
+    rebuilt = Index(worker.spool.root)
+    assert rebuilt.rebuild(worker.spool.root) == 5
+    assert [tuple(row) for row in rebuilt.query(query)] == live
+    assert [tuple(row) for row in rebuilt.query("SELECT * FROM duplicates ORDER BY spool_id")] == dupes
+    assert len(live) == 5 and len(dupes) == 1
+
+
+def run_in_thread(worker: Worker) -> tuple[threading.Thread, list[int]]:
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(worker.run()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not hasattr(worker, "observer") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return thread, result
+
+
+def test_live_observer_files_a_new_postback_within_two_seconds(tmp_path: Path) -> None:
+    worker = Worker(settings_for(tmp_path, rescan_seconds=3600))  # only the inotify hint can find it
+    thread, result = run_in_thread(worker)
+    time.sleep(0.3)  # let the start-up scan pass, so the file arrives as an event
+    postback_id = publish(worker.spool, SMS_MO)
+    deadline = time.monotonic() + 2
+    while not folder(worker.spool, "processed", postback_id).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    worker.stop()
+    thread.join(10)
+    assert folder(worker.spool, "processed", postback_id).is_dir()
+    assert result == [0]
+
+
+def test_dead_observer_makes_the_worker_exit_non_zero(tmp_path: Path) -> None:
+    worker = Worker(settings_for(tmp_path))
+    thread, result = run_in_thread(worker)
+    worker.observer.stop()
+    thread.join(10)
+    assert result == [EXIT_OBSERVER_DIED]
+
+
+def test_worker_process_once_and_sigterm(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    postback_id = publish(spool, SMS_MO)
+    config = write_config(tmp_path / "config.ini", spool.root)
+    once = subprocess.run([sys.executable, "spool_worker.py", "--config", str(config), "--once"], cwd=REPO)
+    assert once.returncode == 0
+    assert folder(spool, "processed", postback_id).is_dir()
+    daemon = subprocess.Popen([sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO)
+    time.sleep(1.0)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0
+
+
+def test_bad_config_exits_with_a_clear_message(tmp_path: Path) -> None:
+    config = tmp_path / "bad.ini"
+    config.write_text("[spool]\ndir = spool\n[worker]\nconcurrency = many\n")
+    run = subprocess.run(
+        [sys.executable, "spool_worker.py", "--config", str(config), "--once"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2
+    assert "[worker] concurrency" in run.stderr
