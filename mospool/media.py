@@ -44,6 +44,7 @@ EXTENSIONS = {
 }  # fmt: skip
 TYPES = {extension: media_type for media_type, extension in reversed(EXTENSIONS.items())}
 URL_EXTENSIONS = {**{extension: extension for extension in TYPES}, "jpeg": "jpg", "3gpp": "3gp"}
+REQUEST_TARGET_SAFE = "/?&=%:@!$'()*+,;-._~"
 UNTYPED = {"", "application/octet-stream", "binary/octet-stream"}
 
 
@@ -165,6 +166,7 @@ def check_url(url: str, settings: MediaSettings) -> _Target:
                 )
     family, _, _, _, sockaddr = infos[0]
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    path = urllib.parse.quote(path, safe=REQUEST_TARGET_SAFE)  # non-ASCII becomes %XX; escapes stay
     return _Target(scheme, host, port, tuple(sockaddr), family, path)
 
 
@@ -264,6 +266,10 @@ def _save(
     temp.unlink(missing_ok=True)
     try:
         _stream(url, response, temp, settings.max_bytes, deadline)
+        if declared and declared.isdigit() and temp.stat().st_size < int(declared):
+            raise MediaError(
+                url, f"download interrupted: got {temp.stat().st_size} of {declared} bytes", permanent=False
+            )
         os.rename(temp, final)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -275,10 +281,9 @@ def _stream(url: str, response: http.client.HTTPResponse, temp: Path, limit: int
     with temp.open("xb") as out:
         size = 0
         while True:
-            if response.fp is not None and response.fp.raw is not None:
-                _set_timeout(response, _remaining(url, deadline))
+            _set_timeout(response, _remaining(url, deadline))
             try:
-                chunk = response.read(CHUNK)
+                chunk = response.read1(CHUNK)  # one recv at most, so the deadline is checked between them
             except (OSError, http.client.HTTPException) as exc:
                 raise MediaError(url, f"download interrupted: {exc!r}", permanent=False) from exc
             if not chunk:
@@ -292,7 +297,8 @@ def _stream(url: str, response: http.client.HTTPResponse, temp: Path, limit: int
 
 
 def _set_timeout(response: http.client.HTTPResponse, seconds: float) -> None:
-    sock = getattr(response.fp.raw, "_sock", None) if response.fp is not None else None
+    raw = getattr(response.fp, "raw", None)
+    sock = getattr(raw, "_sock", None)  # socket.SocketIO keeps its socket here
     if isinstance(sock, socket.socket):
         sock.settimeout(seconds)
 

@@ -1,0 +1,264 @@
+"""Media downloads against a real local HTTP origin: names, types, caps, deadlines and the SSRF rules."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mospool.config import MediaSettings
+from mospool.media import MediaError, MediaFile, extension_for, fetch_all, fetch_one, safe_stem
+from tests.origin import Origin, Reply
+
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
+LOCAL = MediaSettings(
+    allow_private_networks=True, timeout_seconds=5, connect_timeout_seconds=2, max_bytes=100_000
+)
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    with Origin() as server:
+        yield server
+
+
+@pytest.fixture
+def media_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "record" / "media"
+    path.mkdir(parents=True)
+    return path
+
+
+def fetched(results: list[MediaFile | MediaError]) -> list[MediaFile]:
+    assert all(isinstance(result, MediaFile) for result in results), results
+    return [result for result in results if isinstance(result, MediaFile)]
+
+
+def test_jpeg_and_text_parts(origin: Origin, tmp_path: Path) -> None:
+    urls = [
+        origin.serve("/mo/abc/photo.jpeg", Reply(body=JPEG, content_type="image/jpeg")),
+        origin.serve(
+            "/mo/abc/note.txt", Reply(body="héllo ✓".encode(), content_type="text/plain; charset=utf-8")
+        ),
+    ]
+    photo, note = fetched(fetch_all(urls, tmp_path, LOCAL))
+    assert photo.file == "media/01-photo.jpg"
+    assert (tmp_path / photo.file).read_bytes() == JPEG
+    assert (photo.bytes, photo.sha256) == (len(JPEG), hashlib.sha256(JPEG).hexdigest())
+    assert photo.text is None
+    assert note.file == "media/02-note.txt"
+    assert note.text == "héllo ✓"
+    assert photo.to_json() == {
+        "url": urls[0], "file": "media/01-photo.jpg", "content_type": "image/jpeg",
+        "bytes": len(JPEG), "sha256": hashlib.sha256(JPEG).hexdigest(),
+    }  # fmt: skip
+
+
+def test_latin1_text_uses_the_declared_charset(origin: Origin, media_dir: Path) -> None:
+    url = origin.serve(
+        "/t", Reply(body="café".encode("latin-1"), content_type="text/plain; charset=ISO-8859-1")
+    )
+    assert fetch_one(url, 1, media_dir, LOCAL).text == "café"
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "expected"),
+    [
+        ("/noext", "image/png", "01-noext.png"),
+        ("/pic.jpg", "application/octet-stream", "01-pic.jpg"),
+        ("/clip", "video/3gpp", "01-clip.3gp"),
+        ("/mystery", "application/x-unknown", "01-mystery.bin"),
+        ("/card.vcf", None, "01-card.vcf"),
+        ("/slides.smil", "application/smil", "01-slides.smil"),
+    ],
+)
+def test_extension_from_content_type_then_url(
+    origin: Origin, media_dir: Path, path: str, content_type: str | None, expected: str
+) -> None:
+    url = origin.serve(path, Reply(body=b"data", content_type=content_type))
+    part = fetch_one(url, 1, media_dir, LOCAL)
+    assert part.file == f"media/{expected}"
+    assert part.text is None
+
+
+@pytest.mark.parametrize(
+    ("reply", "permanent", "retry_after"),
+    [
+        (Reply(404), True, None),
+        (Reply(403), True, None),
+        (Reply(410), True, None),
+        (Reply(503), False, None),
+        (Reply(500), False, None),
+        (Reply(408), False, None),
+        (Reply(429, headers={"Retry-After": "7"}), False, 7.0),
+    ],
+)
+def test_status_codes(
+    origin: Origin, media_dir: Path, reply: Reply, permanent: bool, retry_after: float | None
+) -> None:
+    with pytest.raises(MediaError) as caught:
+        fetch_one(origin.serve("/x.jpg", reply), 1, media_dir, LOCAL)
+    assert caught.value.permanent is permanent
+    assert caught.value.retry_after == retry_after
+    assert f"HTTP {reply.status}" in str(caught.value)
+    assert list(media_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("reply", "permanent", "message"),
+    [
+        (Reply(body=b"x" * 200_000), True, "max_bytes"),  # honest length, over the cap
+        (Reply(body=b"x" * 10, content_length=10**9), True, "max_bytes"),  # claims too much
+        (Reply(body=b"x" * 100, content_length=5000), False, "interrupted"),  # sends less than it claims
+    ],
+)
+def test_size_limits_leave_no_file(
+    origin: Origin, media_dir: Path, reply: Reply, permanent: bool, message: str
+) -> None:
+    with pytest.raises(MediaError, match=message) as caught:
+        fetch_one(origin.serve("/big.jpg", reply), 1, media_dir, LOCAL)
+    assert caught.value.permanent is permanent
+    assert list(media_dir.iterdir()) == []
+
+
+def test_cap_is_counted_on_bytes_read_not_on_content_length(origin: Origin, media_dir: Path) -> None:
+    small = MediaSettings(allow_private_networks=True, max_bytes=1000)
+    url = origin.serve("/stream.bin", Reply(body=b"y" * 5000, content_length=-1))
+    with pytest.raises(MediaError, match="max_bytes"):
+        fetch_one(url, 1, media_dir, small)
+    assert list(media_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "reply", [Reply(body=b"late", stall_seconds=3), Reply(body=b"slowly, byte by byte", trickle_seconds=0.2)]
+)
+def test_the_deadline_holds_for_stalls_and_trickles(origin: Origin, media_dir: Path, reply: Reply) -> None:
+    quick = MediaSettings(allow_private_networks=True, timeout_seconds=1.0, connect_timeout_seconds=1.0)
+    started = time.monotonic()
+    with pytest.raises(MediaError) as caught:
+        fetch_one(origin.serve("/slow.jpg", reply), 1, media_dir, quick)
+    assert time.monotonic() - started < 2.0
+    assert caught.value.permanent is False
+    assert list(media_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "non-public address 169.254.169.254"),
+        ("http://127.0.0.1:{port}/x.jpg", "non-public address 127.0.0.1"),
+        ("http://localhost:{port}/x.jpg", "non-public address"),
+        ("http://[::1]:{port}/x.jpg", "non-public address ::1"),
+        ("http://[::ffff:127.0.0.1]:{port}/x.jpg", "non-public address"),
+        ("http://10.1.2.3/x.jpg", "non-public address 10.1.2.3"),
+        ("http://0.0.0.0:{port}/x.jpg", "non-public address 0.0.0.0"),
+        ("file:///etc/passwd", "scheme 'file'"),
+        ("ftp://example.com/x", "scheme 'ftp'"),
+        ("gopher://example.com/x", "scheme 'gopher'"),
+        ("http://user:pw@127.0.0.1:{port}/x.jpg", "credentials"),
+    ],
+)
+def test_refused_urls_never_connect(origin: Origin, media_dir: Path, url: str, rule: str) -> None:
+    origin.serve("/x.jpg", Reply(body=b"secret"))
+    with pytest.raises(MediaError, match=f"refused: .*{rule}") as caught:
+        fetch_one(url.format(port=origin.port), 1, media_dir, MediaSettings())
+    assert caught.value.permanent is True
+    assert origin.requests == []
+    assert list(media_dir.iterdir()) == []
+
+
+def test_host_allowlist(origin: Origin, media_dir: Path) -> None:
+    url = origin.serve("/x.jpg", Reply(body=b"ok"))
+    allowed = MediaSettings(allow_private_networks=True, allowed_hosts=("*.example.com", "127.0.0.1"))
+    assert fetch_one(url, 1, media_dir, allowed).bytes == 2
+    other = MediaSettings(allow_private_networks=True, allowed_hosts=("*.sinch.com", "mms.example.net"))
+    with pytest.raises(MediaError, match="not in allowed_hosts"):
+        fetch_one(url, 2, media_dir, other)
+    assert origin.requests == ["/x.jpg"]
+
+
+def test_every_redirect_hop_is_checked_again(origin: Origin, media_dir: Path) -> None:
+    settings = MediaSettings(allow_private_networks=True, allowed_hosts=("127.0.0.1",))
+    secret = f"http://localhost:{origin.port}/secret"
+    origin.serve("/secret", Reply(body=b"internal"))
+    start = origin.serve("/start.jpg", Reply(302, headers={"Location": secret}))
+    with pytest.raises(MediaError, match="refused: host localhost is not in allowed_hosts"):
+        fetch_one(start, 1, media_dir, settings)
+    to_file = origin.serve("/to-file.jpg", Reply(302, headers={"Location": "file:///etc/passwd"}))
+    with pytest.raises(MediaError, match="refused: scheme 'file'"):
+        fetch_one(to_file, 1, media_dir, settings)
+    assert origin.seen("/secret") == 0
+
+
+def test_redirects_are_followed_up_to_the_limit(origin: Origin, media_dir: Path) -> None:
+    origin.serve("/final.png", Reply(body=b"png", content_type="image/png"))
+    origin.serve("/hop2", Reply(301, headers={"Location": "/final.png"}))
+    url = origin.serve("/hop1.png", Reply(307, headers={"Location": origin.url("/hop2")}))
+    part = fetch_one(url, 1, media_dir, LOCAL)
+    assert (part.file, part.url) == ("media/01-hop1.png", url)
+    loop = origin.serve("/loop", Reply(302, headers={"Location": "/loop"}))
+    with pytest.raises(MediaError, match="max_redirects"):
+        fetch_one(loop, 2, media_dir, LOCAL)
+    assert origin.seen("/loop") == LOCAL.max_redirects + 1
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/a/..%2F..%2Fetc%2Fpasswd",
+        "/%2e%2e/%2e%2e/x",
+        "/x%00.jpg",
+        "/ünï/cødé.png",
+        "/..",
+        "/dir/.hidden",
+        "/",
+    ],
+)
+def test_hostile_paths_land_inside_media(origin: Origin, media_dir: Path, path: str) -> None:
+    url = origin.serve(path, Reply(body=b"data", content_type="image/png"))
+    part = fetch_one(url, 1, media_dir, LOCAL)
+    saved = (media_dir.parent / part.file).resolve()
+    assert saved.parent == media_dir.resolve()
+    assert not saved.name.startswith(".") and "/" not in saved.name[3:]
+    assert saved.read_bytes() == b"data"
+
+
+def test_fetch_all_keeps_order_and_reuses_complete_parts(origin: Origin, tmp_path: Path) -> None:
+    urls = [
+        origin.serve(f"/p{n}.jpg", Reply(body=bytes([n]) * 100, content_type="image/jpeg")) for n in range(6)
+    ]
+    first = fetched(fetch_all(urls, tmp_path, LOCAL))
+    assert [part.index for part in first] == [1, 2, 3, 4, 5, 6]
+    (tmp_path / "media" / ".07.part").write_bytes(b"half")  # a crash leftover is not a complete part
+    again = fetched(fetch_all(urls, tmp_path, LOCAL))
+    assert again == first
+    assert all(origin.seen(f"/p{n}.jpg") == 1 for n in range(6))
+
+
+def test_fetch_all_reports_each_part(origin: Origin, tmp_path: Path) -> None:
+    urls = [origin.serve("/ok.jpg", Reply(body=b"ok", content_type="image/jpeg")), origin.url("/missing.jpg")]
+    ok, missing = fetch_all(urls, tmp_path, LOCAL)
+    assert isinstance(ok, MediaFile)
+    assert isinstance(missing, MediaError) and missing.permanent and missing.url == urls[1]
+
+
+@pytest.mark.parametrize(
+    ("url", "stem"),
+    [
+        ("https://my.mmsmsg.com/mmsmo/abc123/123wqe.jpeg", "123wqe"),
+        ("http://h/a%2Fb%2F..%2Fc.png", "a_b_.._c"),
+        ("http://h/...", "part"),
+        ("http://h/" + "x" * 200 + ".jpg", "x" * 60),
+    ],
+)
+def test_safe_stem(url: str, stem: str) -> None:
+    assert safe_stem(url) == stem
+
+
+def test_extension_for() -> None:
+    assert extension_for("IMAGE/JPEG; q=1", "http://h/x") == "jpg"
+    assert extension_for(None, "http://h/x.JPEG") == "jpg"
+    assert extension_for("application/octet-stream", "http://h/x.exe") == "bin"
