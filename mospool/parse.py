@@ -141,22 +141,22 @@ def _parse(body: bytes, content_type: str) -> Parsed:
     if not body.strip():
         raise ParseError("empty body")
     media_type = content_type.split(";")[0].strip().lower()
-    text = _decode(body, content_type).lstrip()
-    if text.startswith(("{", "[")):
-        return _records("json", _json_objects(text))
-    if text.startswith("<"):
+    start = _decode(body[:64], content_type, errors="replace").lstrip()
+    if start.startswith(("{", "[")) or media_type.endswith("json"):
+        return _records("json", _json_objects(_decode(body, content_type)))
+    if start.startswith("<"):
         return _records("xml", _xml_objects(body))
-    if media_type == "application/x-www-form-urlencoded" or re.match(r"^[\w.%+-]+=", text):
-        return _records("form", [_form_fields(text)])
+    if media_type == "application/x-www-form-urlencoded" or re.match(r"^[\w.%+-]+=", start):
+        return _records("form", [_form_fields(_decode(body, content_type))])
     raise ParseError(f"not JSON, XML or form-encoded (content type {content_type or 'none'})")
 
 
-def _decode(body: bytes, content_type: str) -> str:
+def _decode(body: bytes, content_type: str, errors: str = "strict") -> str:
     for bom, encoding in BOMS:
         if body.startswith(bom):
-            return body.decode(encoding)
+            return body.decode(encoding, errors)
     charset = re.search(r"charset=[\"']?([\w.:-]+)", content_type, re.IGNORECASE)
-    return body.decode(charset.group(1) if charset else "utf-8")
+    return body.decode(charset.group(1) if charset else "utf-8", errors)
 
 
 def _records(fmt: str, objects: Iterable[Fields]) -> Parsed:
@@ -257,6 +257,9 @@ def _kind(origin: str | None, code: str | None) -> str:
 
 
 def _scalar(value: Any) -> str | None:
+    """A field's text; for a repeated field, the first one's."""
+    if isinstance(value, list) and value:
+        return _scalar(value[0])
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -1,0 +1,275 @@
+"""The pure parser over sample postbacks (tests/postbacks/): every dialect, kind and hostile body."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mospool.parse import ParseError, Record, body_extension, normalize_timestamp, parse_postback
+
+SAMPLES = Path(__file__).parent / "postbacks"
+FORM = "application/x-www-form-urlencoded"
+URL = "URL of Content Here"
+
+# sample file -> (content type, format, expected fields of the first record)
+GOOD: dict[str, tuple[str | None, str, dict[str, Any]]] = {
+    "json_n401_seed.json": ("application/json", "json", {
+        "kind": "mms_mo", "origin": "MMS_MO", "code": "N401", "sender": "17745550001", "to": "18885551234",
+        "keyword": "INFO", "tracking_id": "mo123xyz", "operator_id": "310012", "subject": "Question",
+        "timestamp": "2026-04-24T18:34:00+00:00", "copy_to": (),
+        "media_urls": (
+            "https://example.sinch.com/mo-content/file1.jpg", "https://example.sinch.com/mo-content/file2.txt",
+        ),
+    }),
+    "json_group_copy_to_seed.json": ("application/json", "json", {
+        "kind": "mms_mo", "tracking_id": "MMSMOabcd123", "keyword": None, "subject": None, "operator_id": None,
+        "copy_to": tuple(f"100001234{n}" for n in (34, 33, 32, 31, 30, 29)),
+        "timestamp": "2025-11-17T16:57:00.146690+00:00",
+    }),
+    "xml_lower_seed.xml": ("text/xml", "xml", {
+        "kind": "mms_mo", "sender": "14082257140", "to": "28444", "keyword": "all",
+        "tracking_id": "MMS_MO_iLnCRrL6", "operator_id": "31002", "subject": None,
+        "timestamp": "2014-02-03T11:19:49-05:00", "media_urls": (URL, URL, URL),
+    }),
+    "xml_legacy_seed.xml": ("application/xml", "xml", {
+        "kind": "mms_mo", "sender": "15552312102", "to": "86717", "keyword": "testoffer",
+        "tracking_id": "MMS_MO_vp8Vsf2M", "operator_id": "0001650", "timestamp": "2011-09-28T15:25:30-04:00",
+        "media_urls": ("...URL of Content Here...",) * 3,
+    }),
+    "xml_legacy_notification_seed.xml": ("text/xml", "xml", {
+        "kind": "mms_mo", "sender": "13217949521", "to": "74700", "tracking_id": "MMS_MO_iLnCRrL6",
+        "operator_id": "0001470", "media_urls": (URL, URL, URL),
+    }),
+    "xml_legacy_sms_mo.xml": ("text/xml", "xml", {
+        "kind": "sms_mo", "text": "Hello there", "timestamp": "2011-09-28T15:25:30-04:00", "media_urls": (),
+    }),
+    "xml_legacy_batch.xml": ("text/xml", "xml", {"kind": "sms_mo", "tracking_id": "b-1", "text": "t1"}),
+    "json_bom.json": ("application/json", "json", {"kind": "sms_mo", "text": "café", "tracking_id": "bom-1"}),
+    "json_utf16.json": ("application/json", "json", {"kind": "sms_mo", "text": "日本", "tracking_id": "u16-1"}),
+    "json_numbers.json": ("application/json", "json", {
+        "sender": "17745550001", "to": "28444", "tracking_id": "123456789012345678901234567890",
+        "operator_id": "310012", "media_urls": ("https://example.sinch.com/one.jpg",),
+    }),
+    "json_empty_fields.json": ("application/json", "json", {
+        "keyword": None, "operator_id": None, "subject": None, "timestamp": None, "copy_to": (), "media_urls": (),
+    }),
+    "json_sms_mo.json": ("text/plain", "json", {
+        "kind": "sms_mo", "text": "STOP please", "keyword": "STOP", "timestamp": "2026-04-24T18:34:00.500000-05:00",
+    }),
+    "json_mms_mt_n101.json": ("application/json", "json", {
+        "kind": "status", "code": "N101", "status": "Delivered to handset", "timestamp": "2026-04-24T18:35:00+00:00",
+    }),
+    "xml_sms_mt_status.xml": ("text/xml", "xml", {"kind": "status", "code": "N102", "status": "Delivered"}),
+    "json_savemms_n003.json": ("application/json", "json", {
+        "kind": "status", "code": "N003", "tracking_id": "save-1", "status": "MMS saved and transcoded",
+    }),
+    "json_unknown_origin.json": ("application/json", "json", {"kind": "other", "origin": "SOMETHING_NEW"}),
+    "xml_latin1.xml": ("text/xml", "xml", {
+        "kind": "mms_mo", "subject": "Crème brûlée", "copy_to": ("15550004", "15550005"),
+        "media_urls": ("https://example.sinch.com/a.jpg?x=1&y=2",), "tracking_id": "lat-1",
+    }),
+    "xml_mixed_case.xml": ("text/xml", "xml", {
+        "tracking_id": "mix-1", "operator_id": "0042", "media_urls": ("https://example.sinch.com/m.png",),
+    }),
+    "form_mms_mo.txt": (FORM, "form", {
+        "kind": "mms_mo", "tracking_id": "form-1", "operator_id": "0001", "copy_to": ("15550007", "15550008"),
+        "media_urls": ("https://example.sinch.com/a.jpg", "https://example.sinch.com/b.txt"),
+    }),
+    "form_sms_mo.txt": (None, "form", {"kind": "sms_mo", "tracking_id": "form-2", "text": "hi there!"}),
+}  # fmt: skip
+
+BAD = {
+    "json_truncated.json": "unreadable body",
+    "xml_truncated.xml": "malformed XML",
+    "xml_xxe.xml": "DTD",
+    "xml_billion_laughs.xml": "DTD",
+    "xml_external_dtd.xml": "DTD",
+    "html_page.html": "malformed XML",
+    "json_empty_object.json": "no postback fields",
+    "json_empty_list.json": "not an object",
+    "json_string.json": "not an object",
+    "binary.bin": "not JSON, XML or form-encoded",
+    "json_invalid_utf8.json": "unreadable body",
+    "json_no_postback_keys.json": "no postback fields",
+    "plain_text.txt": "not JSON, XML or form-encoded",
+}
+CONTENT_TYPES = {
+    ".json": "application/json", ".xml": "text/xml", ".html": "text/html", ".txt": "text/plain",
+    ".bin": "application/octet-stream",
+}  # fmt: skip
+
+
+def sample(name: str) -> bytes:
+    folder = "good" if name in GOOD else "bad"
+    return (SAMPLES / folder / name).read_bytes()
+
+
+def test_every_sample_file_is_covered() -> None:
+    assert {p.name for p in (SAMPLES / "good").iterdir()} == set(GOOD)
+    assert {p.name for p in (SAMPLES / "bad").iterdir()} == set(BAD)
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_good_samples(name: str) -> None:
+    content_type, fmt, expected = GOOD[name]
+    parsed = parse_postback(sample(name), content_type)
+    assert parsed.format == fmt
+    record = parsed.records[0]
+    assert {key: getattr(record, key) for key in expected} == expected
+    assert record.fields, "the fields as sent are kept"
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_samples_raise_parse_error_naming_the_cause(name: str) -> None:
+    with pytest.raises(ParseError, match=BAD[name]):
+        parse_postback(sample(name), CONTENT_TYPES[Path(name).suffix])
+
+
+def test_xxe_never_reads_the_file() -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_postback(sample("xml_xxe.xml"), "text/xml")
+    assert "root:" not in str(caught.value)
+
+
+def test_message_shape_is_the_public_contract() -> None:
+    message = parse_postback(sample("json_n401_seed.json"), "application/json").records[0].to_message()
+    assert list(message) == [
+        "kind", "origin", "code", "from", "to", "copy_to", "keyword", "tracking_id", "operator_id",
+        "timestamp", "subject", "text", "status", "media", "fields",
+    ]  # fmt: skip
+    assert message["media"][0] == {"url": "https://example.sinch.com/mo-content/file1.jpg"}
+    assert message["fields"]["tracking-id"] == "mo123xyz"
+    json.dumps(message)  # serializable as is
+
+
+def test_batched_notifications_become_records_in_order() -> None:
+    records = parse_postback(sample("xml_legacy_batch.xml"), "text/xml").records
+    assert [(r.tracking_id, r.text) for r in records] == [("b-1", "t1"), ("b-2", "t2"), ("b-3", "t3")]
+
+
+def test_json_list_is_a_batch() -> None:
+    body = b'[{"origin":"SMS_MO","tracking-id":"a"},{"origin":"SMS_MO","tracking-id":"b"}]'
+    assert [r.tracking_id for r in parse_postback(body, "application/json").records] == ["a", "b"]
+
+
+def test_duplicated_xml_tags_first_wins_all_kept() -> None:
+    body = b"<postback><origin>SMS_MO</origin><from>111</from><from>222</from></postback>"
+    record = parse_postback(body, "text/xml").records[0]
+    assert record.sender == "111"
+    assert record.fields["from"] == ["111", "222"]
+
+
+def test_charset_from_content_type() -> None:
+    body = '{"origin":"SMS_MO","tracking-id":"x","message-text":"Grüße"}'.encode("latin-1")
+    assert parse_postback(body, "application/json; charset=ISO-8859-1").records[0].text == "Grüße"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2026-04-24T18:34:00Z", "2026-04-24T18:34:00+00:00"),
+        ("2025-11-17T16:57:00.146690+00:00", "2025-11-17T16:57:00.146690+00:00"),
+        ("2014-02-03T11:19:49-05:00", "2014-02-03T11:19:49-05:00"),
+        ("2014-02-03 11:19:49-05", "2014-02-03T11:19:49-05:00"),
+        ("2014-02-03T11:19:49-0500", "2014-02-03T11:19:49-05:00"),
+        ("2014-02-03T11:19:49.123456789z", "2014-02-03T11:19:49.123456+00:00"),
+        ("2014-02-03T11:19:49", None),  # no offset: we will not guess one
+        ("yesterday at noon", None),
+        ("2014-13-45T99:99:99Z", None),
+        (None, None),
+    ],
+)
+def test_timestamps(raw: str | None, expected: str | None) -> None:
+    assert normalize_timestamp(raw) == expected
+
+
+def test_unreadable_timestamp_stays_in_fields() -> None:
+    body = b'{"origin":"SMS_MO","tracking-id":"t","timestamp":"soon"}'
+    record = parse_postback(body, "application/json").records[0]
+    assert record.timestamp is None and record.fields["timestamp"] == "soon"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "extension"),
+    [
+        (b'  {"a": 1}', None, "json"),
+        (b"<postback/>", "text/xml", "xml"),
+        (b"origin=SMS_MO&text=hi", "application/x-www-form-urlencoded", "txt"),
+        (b"\x00\x01\x02\xff", "application/octet-stream", "bin"),
+        (b"", None, "bin"),
+        ("{}".encode("utf-16"), None, "json"),
+    ],
+)
+def test_body_extension(body: bytes, content_type: str | None, extension: str) -> None:
+    assert body_extension(body, content_type) == extension
+
+
+def test_large_but_legitimate_bodies_parse_quickly() -> None:
+    copy_to = ",".join(f'{{"number":"1555{n:07d}"}}' for n in range(100_000))
+    body = f'{{"origin":"MMS_MO","tracking-id":"big","copy-to":[{copy_to}]}}'.encode()
+    notifications = b"".join(
+        b"<NOTIFICATION><ORIGIN>SMS_MO</ORIGIN><TRACKINGID>n%d</TRACKINGID></NOTIFICATION>" % n
+        for n in range(1000)
+    )
+    started = time.monotonic()
+    assert len(parse_postback(body, "application/json").records[0].copy_to) == 100_000
+    batch = parse_postback(b"<POSTBACK>" + notifications + b"</POSTBACK>", "text/xml").records
+    assert [r.tracking_id for r in batch] == [f"n{n}" for n in range(1000)]
+    assert time.monotonic() - started < 5  # a bound on pathological slowness, not a benchmark
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b"<a>" * 50_000 + b"</a>" * 50_000,
+        b'{"origin": 1e999999, "tracking-id": 1' + b"0" * 100_000 + b"}",
+        "\ud800".encode("utf-8", "surrogatepass"),
+        b'{"origin":"SMS_MO","text":"nul\x00byte"}',
+        b"<postback><origin>MMS_MO</origin>\x00</postback>",
+    ],
+)
+def test_nasty_bodies_raise_only_parse_error_or_parse(body: bytes) -> None:
+    try:
+        parsed = parse_postback(body, None)
+    except ParseError:
+        return
+    assert parsed.records
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.binary(max_size=2000), content_type=st.sampled_from([None, "application/json", "text/xml", FORM])
+)
+def test_arbitrary_bytes_raise_nothing_but_parse_error(body: bytes, content_type: str | None) -> None:
+    with contextlib.suppress(ParseError):
+        parse_postback(body, content_type)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=500), content_type=st.sampled_from([None, "application/json", "text/xml", FORM]))
+def test_arbitrary_text_raises_nothing_but_parse_error(text: str, content_type: str | None) -> None:
+    with contextlib.suppress(ParseError):
+        parse_postback(text.encode("utf-8", "surrogatepass"), content_type)
+
+
+field_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40).filter(
+    str.strip
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tracking_id=field_text, sender=field_text, to=field_text)
+def test_generated_json_postbacks_round_trip(tracking_id: str, sender: str, to: str) -> None:
+    body = json.dumps(
+        {"origin": "SMS_MO", "code": "N401", "tracking-id": tracking_id, "from": sender, "to": to}
+    )
+    record: Record = parse_postback(body.encode(), "application/json").records[0]
+    assert (record.tracking_id, record.sender, record.to) == (tracking_id.strip(), sender.strip(), to.strip())
