@@ -1,0 +1,39 @@
+"""gunicorn settings for the receiver behind nginx (mo-spool-receiver.service runs gunicorn -c this file).
+
+A request does one durable write (two fsyncs, well under a millisecond on local disks), so a few threads per
+process are plenty; two processes keep one answering while the other is restarted or killed.
+"""
+
+import os
+
+# nginx talks to us over a unix socket in the receiver's RuntimeDirectory. MOSPOOL_BIND overrides it (tests).
+bind = [os.environ.get("MOSPOOL_BIND", "unix:/run/mo-spool/receiver.sock")]
+# Applies to the socket file only: 0660, so nginx (www-data, a member of group mospool) can connect.
+umask = 0o117
+
+worker_class = "gthread"
+workers = 2
+threads = 8
+
+# nginx keeps up to 16 idle upstream connections for 60 s (keepalive_timeout in the upstream block).
+# gunicorn must hold them longer, or it could close one just as nginx reuses it and nginx would answer 502.
+keepalive = 75
+
+# Sinch waits 10 s for an answer. A request that has not been stored in 8 s is killed (nginx answers 502
+# and Sinch retries in about 5 minutes); a graceful restart waits as long for requests in flight.
+timeout = 8
+graceful_timeout = 8
+
+# gunicorn 25+ opens a control socket by default; nothing here uses it.
+control_socket_disable = True
+
+# Logs go to stderr, i.e. the journal. No access log: the URL can carry the token. The receiver logs one
+# line per stored postback, and nginx logs requests without the token.
+accesslog = None
+errorlog = "-"
+loglevel = "info"
+
+# nginx already limits headers; these are gunicorn's own, as a second line.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Install mo-spool on a Debian/Ubuntu VM, as root: `sudo deploy/install.sh` from a checkout.
+# Idempotent: run it again after `git pull` to upgrade. It never overwrites an edited /etc/mo-spool/config.ini
+# or the nginx allowlist. `deploy/install.sh --dry-run` prints every step without running anything.
+set -euo pipefail
+
+DRY_RUN=0
+[ "${1:-}" = "--dry-run" ] && DRY_RUN=1
+
+SOURCE=$(cd "$(dirname "$0")/.." && pwd)
+PREFIX=/opt/mo-spool
+APP=$PREFIX/app
+VENV=$PREFIX/venv
+ETC=/etc/mo-spool
+SPOOL=/var/lib/mo-spool/spool
+UNITS=(mo-spool-receiver.service mo-spool-worker.service mo-spool-purge.service mo-spool-purge.timer)
+
+run() {
+    echo "+ $*"
+    [ "$DRY_RUN" = 1 ] || "$@"
+}
+
+if [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then
+    echo "install.sh: run as root (or with --dry-run to see the steps)" >&2
+    exit 1
+fi
+
+# 1. Packages: Python's venv and nginx.
+run apt-get install -y python3-venv nginx
+
+# 2. A static system user and group; nginx (www-data) joins the group to reach the socket and the spool.
+if ! getent passwd mospool >/dev/null; then
+    run useradd --system --user-group --home-dir /var/lib/mo-spool --shell /usr/sbin/nologin mospool
+fi
+run usermod -a -G mospool www-data
+
+# 3. The application and its virtualenv with the pinned requirements.
+run install -d -m 0755 "$PREFIX" "$APP"
+run cp -r "$SOURCE/app.py" "$SOURCE/spool_worker.py" "$SOURCE/mospool" "$SOURCE/deploy" \
+    "$SOURCE/requirements.txt" "$SOURCE/config.ini" "$SOURCE/README.md" "$APP/"
+[ -x "$VENV/bin/python" ] || run python3 -m venv "$VENV"
+run "$VENV/bin/pip" install --quiet -r "$APP/requirements.txt"
+
+# 4. Configuration: the repo's config.ini with the VM's spool and nginx in front; never overwrite an edited one.
+run install -d -m 0750 -o root -g mospool "$ETC"
+if [ -e "$ETC/config.ini" ]; then
+    echo "# $ETC/config.ini exists and is kept; compare it with $APP/config.ini for new keys"
+else
+    run sh -c "sed -e 's#^dir = var/spool#dir = $SPOOL#' -e 's#^trusted_proxy_count = 0#trusted_proxy_count = 1#' \
+        '$APP/config.ini' > '$ETC/config.ini'"
+    run chown root:mospool "$ETC/config.ini"
+    run chmod 0640 "$ETC/config.ini"
+fi
+
+# 5. The spool, owned by the service user; the folders inside are made by the services themselves.
+run install -d -m 0750 -o mospool -g mospool /var/lib/mo-spool "$SPOOL"
+
+# 6. systemd units.
+for unit in "${UNITS[@]}"; do
+    run install -m 0644 "$APP/deploy/systemd/$unit" "/etc/systemd/system/$unit"
+done
+run systemctl daemon-reload
+run systemctl enable --now mo-spool-receiver.service mo-spool-worker.service mo-spool-purge.timer
+run systemctl restart mo-spool-receiver.service mo-spool-worker.service
+
+# 7. nginx: the public site, the browsing site, and the allowlist (installed once, then the operator's).
+run install -m 0644 "$APP/deploy/nginx/mo-spool.conf" /etc/nginx/sites-available/mo-spool
+run install -m 0644 "$APP/deploy/nginx/mo-spool-browse.conf" /etc/nginx/sites-available/mo-spool-browse
+[ -e /etc/nginx/mo-spool-sinch-ips.conf ] ||
+    run install -m 0644 "$APP/deploy/nginx/mo-spool-sinch-ips.conf" /etc/nginx/mo-spool-sinch-ips.conf
+run install -d -m 0755 /var/www/letsencrypt
+run ln -sf /etc/nginx/sites-available/mo-spool /etc/nginx/sites-enabled/mo-spool
+run ln -sf /etc/nginx/sites-available/mo-spool-browse /etc/nginx/sites-enabled/mo-spool-browse
+run nginx -t
+run systemctl reload nginx
+
+cat <<EOF
+
+mo-spool is installed. What is left for you:
+  1. Host name and certificate: replace mo-spool.example.com in /etc/nginx/sites-available/mo-spool,
+     run: certbot certonly --webroot -w /var/www/letsencrypt -d <your host>
+     then: nginx -t && systemctl reload nginx
+  2. Sinch's source addresses (given at onboarding): add 'allow <address>;' lines to
+     /etc/nginx/mo-spool-sinch-ips.conf and the same list to allowed_networks in $ETC/config.ini.
+  3. A token (recommended): set token = <random letters and digits> in $ETC/config.ini, then
+     systemctl reload mo-spool-receiver
+  4. Give Sinch the postback URL: https://<your host>/postback/<token>
+     (or https://<your host>/postback without a token).
+  Check it: curl -sk https://localhost/healthz
+            cd $APP && sudo -u mospool $VENV/bin/python -m mospool --config $ETC/config.ini status
+EOF
