@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 SCAN_BATCH = 5000
 RETRY_FILE = "retry.json"
 METRICS_EVERY_SECONDS = 5.0
+# Failures of our own storage: the postback goes back to incoming/ and is tried again later.
+STORAGE_ERRORS = (OSError, sqlite3.Error)
 EXIT_OBSERVER_DIED = 3
 
 
@@ -88,6 +91,8 @@ class Worker:
         self.index = Index(self.spool.root)
         self.metrics = Metrics(settings.monitor.metrics_textfile)
         self._in_flight: set[str] = set()
+        # Released after a storage error: skipped until the next drain() or periodic rescan, not retried hot.
+        self._released: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -105,6 +110,7 @@ class Worker:
     def drain(self) -> int:
         """Process everything waiting (and every retry that is due), then return how many were handled."""
         handled = 0
+        self._released.clear()
         with ThreadPoolExecutor(self.settings.worker.concurrency) as pool:
             while batch := self.next_batch():
                 handled += sum(1 for _ in pool.map(self.process, batch))
@@ -120,7 +126,7 @@ class Worker:
     def next_batch(self) -> list[Path]:
         """The oldest waiting files not already in flight, then the deferred folders that are due."""
         with self._lock:
-            busy = set(self._in_flight)
+            busy = self._in_flight | self._released
         names = (e.name for e in self.spool.waiting() if e.name.removesuffix(SUFFIX) not in busy)
         oldest = heapq.nsmallest(SCAN_BATCH, names)
         if oldest:
@@ -154,9 +160,11 @@ class Worker:
             claimed = Claimed(work_file, self.spool.build_dir(postback_id))
             try:
                 outcome = self._handle(claimed)
-            except OSError:  # could not even file the failure (disk full?): leave it for a later pass
-                log.exception("postback %s: could not be filed; releasing it to incoming/", postback_id)
-                self.spool.release(work_file)
+            except STORAGE_ERRORS as exc:  # disk full, I/O error: not the postback's fault
+                log.error(
+                    "postback %s: storage error, back to incoming/ for a later pass: %s", postback_id, exc
+                )
+                self._release(claimed)
                 return "released"
             self._log(claimed, outcome, started)
             return outcome
@@ -172,10 +180,20 @@ class Worker:
         except Failed as failure:
             self._fail(claimed, failure)
             return "failed"
+        except STORAGE_ERRORS:
+            raise
         except Exception as exc:  # one bad postback must never stop the worker
             log.exception("postback %s: unexpected error", claimed.id)
             self._fail(claimed, Failed("internal", f"{type(exc).__name__}: {exc}"))
             return "failed"
+
+    def _release(self, claimed: Claimed) -> None:
+        """Put the postback back in incoming/, wherever a failed step left its file."""
+        self._released.add(claimed.id)
+        for candidate in (claimed.work_file, claimed.build / claimed.work_file.name):
+            if candidate.exists():
+                self.spool.release(candidate)
+                return
 
     def _file(self, claimed: Claimed) -> str:
         if self.spool.filed(claimed.id):  # filed before a crash that left the work file behind
@@ -386,6 +404,8 @@ class Worker:
                 return EXIT_OBSERVER_DIED
             running = {future for future in running if not future.done()}
             if hints.empty() and (time.monotonic() >= next_scan or (backlog and not running)):
+                if time.monotonic() >= next_scan:
+                    self._released.clear()
                 batch = self.next_batch()
                 backlog = len(batch) >= SCAN_BATCH
                 next_scan = time.monotonic() + settings.rescan_seconds

@@ -54,9 +54,11 @@ def wait_for_http(host: str, port: int, path: str = "/healthz", timeout: float =
 class Gunicorn:
     """`gunicorn app:app` from the repo, gthread workers, on 127.0.0.1:<free port>."""
 
-    def __init__(self, config: Path, workers: int = 2, threads: int = 4, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, config: Path, workers: int = 2, threads: int = 4, extra: tuple[str, ...] = (), port: int = 0
+    ) -> None:
         self.config = config
-        self.port = free_port()
+        self.port = port or free_port()
         self.args = [
             sys.executable,
             "-m",
@@ -105,3 +107,20 @@ class Gunicorn:
             return response.status, dict(response.getheaders()), response.read()
         finally:
             conn.close()
+
+    def worker_pids(self) -> list[int]:
+        """The arbiter's children (gunicorn workers), from /proc."""
+        assert self.proc is not None
+        return children(self.proc.pid)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
