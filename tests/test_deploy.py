@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -21,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from mospool.spool import Spool
+from tests.nginx_stack import DEPLOY, nginx_and_gunicorn, render, render_nginx
 from tests.origin import Origin, Reply
 from tests.servers import REPO, free_port, write_config
 
-DEPLOY = REPO / "deploy"
 UNITS = [
     "mo-spool-receiver.service",
     "mo-spool-worker.service",
@@ -33,16 +31,6 @@ UNITS = [
 ]
 SEED_XML = (REPO / "tests" / "postbacks" / "good" / "xml_lower_seed.xml").read_bytes()
 JPEG = b"\xff\xd8\xff\xe0" + b"seed photo " * 300
-
-
-def render(source: Path, target: Path, replacements: dict[str, str]) -> Path:
-    """Copy a shipped file with paths and ports substituted; every replaced text must be in the file."""
-    text = source.read_text()
-    for old, new in replacements.items():
-        assert old in text, f"{source.name} no longer contains {old!r}: update the test's rendering"
-        text = text.replace(old, new)
-    target.write_text(text)
-    return target
 
 
 # --- systemd
@@ -109,73 +97,11 @@ class Stack:
         )
 
 
-def make_cert(folder: Path) -> None:
-    folder.mkdir(parents=True)
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-keyout", str(folder / "privkey.pem"), "-out", str(folder / "fullchain.pem")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-
-
-def render_nginx(root: Path, spool: Path, ports: tuple[int, int, int]) -> Path:
-    https_port, http_port, browse_port = ports
-    make_cert(root / "certs")
-    (root / "acme").mkdir()
-    include = render(DEPLOY / "nginx" / "mo-spool-sinch-ips.conf", root / "sinch-ips.conf", {})
-    site = render(
-        DEPLOY / "nginx" / "mo-spool.conf",
-        root / "mo-spool.conf",
-        {
-            "listen 80;": f"listen 127.0.0.1:{http_port};",
-            "listen [::]:80;": "",
-            "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
-            "listen [::]:443 ssl;": "",
-            "unix:/run/mo-spool/receiver.sock": f"unix:{root}/receiver.sock",
-            "/etc/letsencrypt/live/mo-spool.example.com/": f"{root}/certs/",
-            "/etc/nginx/mo-spool-sinch-ips.conf": str(include),
-            "/var/log/nginx/": f"{root}/",
-            "/var/www/letsencrypt": f"{root}/acme",
-        },
-    )
-    browse = render(
-        DEPLOY / "nginx" / "mo-spool-browse.conf",
-        root / "mo-spool-browse.conf",
-        {
-            "listen 127.0.0.1:8025;": f"listen 127.0.0.1:{browse_port};",
-            "/var/lib/mo-spool/spool": str(spool),
-            "/var/log/nginx/": f"{root}/",
-        },
-    )
-    main = root / "nginx.conf"
-    main.write_text(
-        f"user root;\nworker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n"
-        "events { worker_connections 256; }\n"
-        f"http {{\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n"
-        f"  fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n"
-        f"  access_log {root}/access.log;\n  include {site};\n  include {browse};\n}}\n"
-    )
-    return main
-
-
 def test_nginx_accepts_the_shipped_sites(tmp_path: Path) -> None:
     main = render_nginx(tmp_path, tmp_path / "spool", (free_port(), free_port(), free_port()))
     result = subprocess.run(["nginx", "-t", "-c", str(main)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
-
-
-def wait_for_unix_socket(path: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.socket(socket.AF_UNIX) as probe:
-                probe.connect(str(path))
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -188,21 +114,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         {"receiver": {"trusted_proxy_count": 1}, "media": {"allow_private_networks": "yes"}},
     )
     ports = (free_port(), free_port(), free_port())
-    main = render_nginx(root, spool, ports)
-    env = {**os.environ, "MOSPOOL_CONFIG": str(config), "MOSPOOL_BIND": f"unix:{root}/receiver.sock"}
-    gunicorn = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(DEPLOY / "gunicorn.conf.py"), "app:app"],
-        cwd=REPO, env=env, start_new_session=True,
-    )  # fmt: skip
-    nginx = subprocess.Popen(["nginx", "-c", str(main), "-g", "daemon off;"], start_new_session=True)
-    try:
-        wait_for_unix_socket(root / "receiver.sock")
-        with Origin() as origin:
-            yield Stack(root, Spool(spool), ports[0], ports[1], ports[2], origin)
-    finally:
-        for proc in (nginx, gunicorn):
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
+    with (
+        nginx_and_gunicorn(root, spool, ports, "app:app", {"MOSPOOL_CONFIG": str(config)}),
+        Origin() as origin,
+    ):
+        yield Stack(root, Spool(spool), ports[0], ports[1], ports[2], origin)
 
 
 def stored_bodies(stack: Stack) -> list[bytes]:
@@ -358,3 +274,33 @@ def test_install_script_dry_run_prints_every_step() -> None:
     ):
         assert step in out, step
     assert Path("/etc/mo-spool").exists() == etc_existed  # a dry run changes nothing
+
+
+def test_slow_clients_do_not_tie_up_gunicorn(stack: Stack) -> None:
+    """64 slow-loris connections (more than gunicorn's 2 x 8 threads) hold nginx, not gunicorn."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    slow = []
+    for n in range(64):
+        raw = socket.create_connection(("127.0.0.1", stack.https_port), timeout=10)
+        conn = context.wrap_socket(raw)
+        if n % 2:  # half stall inside the headers, half inside the body
+            conn.sendall(b"POST /postback HTTP/1.1\r\nHost: x\r\nContent-Le")
+        else:
+            conn.sendall(b"POST /postback HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10)
+        slow.append(conn)
+    try:
+        started = time.monotonic()
+        assert post(stack, b'{"origin":"SMS_MO","tracking-id":"while-slow"}') == 200
+        assert time.monotonic() - started < 2.0
+    finally:
+        for conn in slow:
+            conn.close()
+
+
+def test_oversized_headers_are_refused_by_nginx(stack: Stack) -> None:
+    before = stored_bodies(stack)
+    status = post(stack, b"x", {"X-Padding": "p" * 20_000})
+    assert status in (400, 494)
+    assert stored_bodies(stack) == before

@@ -1,0 +1,83 @@
+"""`python -m bench`: every benchmark, printed as one table of figures measured side by side in this run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+
+from bench import receiver_bench, worker_bench
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller counts and shorter runs (a smoke test)")
+    args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    print(
+        f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}"
+    )
+    receiver = receiver_bench.measure(rounds=1 if args.quick else 3, seconds=2 if args.quick else 5)
+    mine, hello, durable = receiver["mo-spool"], receiver["hello (a)"], receiver["durable (b)"]
+    rows: list[tuple[str, float, float, float | None, str]] = [
+        (
+            "receiver, 1 conn: p50 latency (ms)",
+            mine["serial_p50_ms"],
+            durable["serial_p50_ms"],
+            hello["serial_p50_ms"],
+            "<= 1.15 x (b)",
+        ),
+        (
+            "receiver, 1 conn: p99 latency (ms)",
+            mine["serial_p99_ms"],
+            durable["serial_p99_ms"],
+            hello["serial_p99_ms"],
+            "",
+        ),
+        ("receiver, 1 conn: requests/s", mine["serial_rps"], durable["serial_rps"], hello["serial_rps"], ""),
+        (
+            "receiver, 16 conns: requests/s",
+            mine["parallel16_rps"],
+            durable["parallel16_rps"],
+            hello["parallel16_rps"],
+            ">= 0.9 x (b)",
+        ),
+    ]
+    plain = worker_bench.bench_no_media(10_000 // scale)
+    media = worker_bench.bench_media(2_000 // scale, parallel=8)
+    rows += [
+        (
+            f"worker --once, {10_000 // scale} without media: postbacks/s",
+            plain["mospool"],
+            plain["baseline"],
+            None,
+            "baseline: minimal durable filer",
+        ),
+        (
+            f"worker --once, {2_000 // scale} with 2 parts: postbacks/s",
+            media["mospool"],
+            media["baseline"],
+            None,
+            ">= 0.8 x origin alone",
+        ),
+    ]
+    print()
+    print(
+        f"| {'figure':<52} | {'mo-spool':>9} | {'baseline':>9} | {'ratio':>6} | {'hello (a)':>9} | target |"
+    )
+    print(f"|{'-' * 54}|{'-' * 11}|{'-' * 11}|{'-' * 8}|{'-' * 11}|--------|")
+    for label, value, baseline, hello_value, target in rows:
+        extra = f"{hello_value:9.2f}" if hello_value is not None else " " * 9
+        print(
+            f"| {label:<52} | {value:9.2f} | {baseline:9.2f} | {value / baseline:6.2f} | {extra} | {target} |"
+        )
+    scale_run = worker_bench.bench_scale(100_000 // scale)
+    print()
+    print(
+        f"worker with {100_000 // scale} waiting: first record after {scale_run['first_record_seconds']:.2f} s"
+        f" (target < 2 s), peak RSS {scale_run['peak_rss_mb']:.0f} MB (target < 150 MB)"
+    )
+
+
+if __name__ == "__main__":
+    main()
