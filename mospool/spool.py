@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,6 +77,51 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class GroupSync:
+    """fsync one directory on behalf of many threads: group commit.
+
+    A caller returns only after an fsync that *started after* it called, so its rename is covered; threads
+    that arrive while an fsync runs share the next one. A failed fsync fails every caller it covered.
+    """
+
+    KEEP_RESULTS = 1024
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._next = 1  # the generation the next fsync will have
+        self._completed = 0
+        self._running = False
+        self._errors: dict[int, OSError | None] = {}
+
+    def sync(self) -> None:
+        with self._cond:
+            mine = self._next  # an fsync running now started before our rename: we need the next one
+            while self._completed < mine:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._run_one()
+            error = self._errors.get(mine, OSError("fsync result no longer known"))
+        if error is not None:
+            raise error
+
+    def _run_one(self) -> None:
+        generation, self._next, self._running = self._next, self._next + 1, True
+        self._cond.release()
+        error: OSError | None = None
+        try:
+            fsync_dir(self.path)
+        except OSError as exc:
+            error = exc
+        finally:
+            self._cond.acquire()
+        self._errors[generation] = error
+        self._errors.pop(generation - self.KEEP_RESULTS, None)
+        self._completed, self._running = generation, False
+        self._cond.notify_all()
+
+
 def encode(meta: dict[str, Any], body: bytes) -> bytes:
     header = json.dumps(meta, ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode()
     return header + b"\n" + body
@@ -109,6 +155,7 @@ class Spool:
         self.processed = self.root / "processed"
         self.failed = self.root / "failed"
         self.duplicates = self.root / "duplicates"
+        self._incoming_sync = GroupSync(self.incoming)
 
     def create(self) -> None:
         """Make every folder (idempotent) and check the spool takes writes; raises SpoolError if not."""
@@ -140,7 +187,7 @@ class Spool:
         except OSError:
             _unlink_quietly(temp)
             raise
-        fsync_dir(self.incoming)
+        self._incoming_sync.sync()
         return postback_id
 
     @staticmethod

@@ -10,7 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from mospool.spool import SUFFIX, CorruptPostback, Spool, SpoolError, decode, encode, id_time, new_id
+from mospool.spool import (
+    SUFFIX,
+    CorruptPostback,
+    GroupSync,
+    Spool,
+    SpoolError,
+    decode,
+    encode,
+    id_time,
+    new_id,
+)
 
 
 @pytest.fixture
@@ -89,3 +99,39 @@ def test_spool_that_cannot_be_created_names_the_path(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(SpoolError, match=str(blocker)):
         Spool(blocker / "spool").create()
+
+
+def test_group_sync_shares_directory_fsyncs_between_threads(tmp_path: Path) -> None:
+    group = GroupSync(tmp_path)
+    barrier = threading.Barrier(8)
+
+    def many() -> None:
+        barrier.wait()
+        for _ in range(50):
+            group.sync()
+
+    threads = [threading.Thread(target=many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    fsyncs = group._completed
+    assert 50 <= fsyncs < 400  # every call was covered; concurrent calls shared fsyncs
+
+
+def test_group_sync_failure_reaches_every_caller(tmp_path: Path) -> None:
+    group = GroupSync(tmp_path / "gone")
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            group.sync()
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(errors) == 4
