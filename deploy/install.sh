@@ -25,8 +25,8 @@ if [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-# 1. Packages: Python's venv and nginx.
-run apt-get install -y python3-venv nginx
+# 1. Packages: Python's venv, nginx, and openssl for the placeholder certificate.
+run apt-get install -y python3-venv nginx openssl
 
 # 2. A static system user and group; nginx (www-data) joins the group to reach the socket and the spool.
 if ! getent passwd mospool >/dev/null; then
@@ -52,10 +52,20 @@ else
     run chmod 0640 "$ETC/config.ini"
 fi
 
-# 5. The spool, owned by the service user; the folders inside are made by the services themselves.
+# 5. TLS: nginx will not start without a certificate, and certbot needs nginx running to answer the ACME
+#    challenge, so a self-signed placeholder goes in first (never replacing what is there: the operator's).
+TLS=$ETC/tls
+run install -d -m 0700 -o root -g root "$TLS"
+if [ ! -e "$TLS/fullchain.pem" ]; then
+    run openssl req -x509 -newkey rsa:2048 -nodes -days 90 -subj /CN=mo-spool-placeholder \
+        -keyout "$TLS/privkey.pem" -out "$TLS/fullchain.pem"
+    run chmod 0600 "$TLS/privkey.pem"
+fi
+
+# 6. The spool, owned by the service user; the folders inside are made by the services themselves.
 run install -d -m 0750 -o mospool -g mospool /var/lib/mo-spool "$SPOOL"
 
-# 6. systemd units.
+# 7. systemd units.
 for unit in "${UNITS[@]}"; do
     run install -m 0644 "$APP/deploy/systemd/$unit" "/etc/systemd/system/$unit"
 done
@@ -63,7 +73,7 @@ run systemctl daemon-reload
 run systemctl enable --now mo-spool-receiver.service mo-spool-worker.service mo-spool-purge.timer
 run systemctl restart mo-spool-receiver.service mo-spool-worker.service
 
-# 7. nginx: the public site, the browsing site, and the allowlist (installed once, then the operator's).
+# 8. nginx: the public site, the browsing site, and the allowlist (installed once, then the operator's).
 run install -m 0644 "$APP/deploy/nginx/mo-spool.conf" /etc/nginx/sites-available/mo-spool
 run install -m 0644 "$APP/deploy/nginx/mo-spool-browse.conf" /etc/nginx/sites-available/mo-spool-browse
 [ -e /etc/nginx/mo-spool-sinch-ips.conf ] ||
@@ -77,9 +87,12 @@ run systemctl reload nginx
 cat <<EOF
 
 mo-spool is installed. What is left for you:
-  1. Host name and certificate: replace mo-spool.example.com in /etc/nginx/sites-available/mo-spool,
-     run: certbot certonly --webroot -w /var/www/letsencrypt -d <your host>
-     then: nginx -t && systemctl reload nginx
+  1. Host name and certificate (nginx now serves a self-signed placeholder from $TLS):
+     replace mo-spool.example.com in /etc/nginx/sites-available/mo-spool, then run
+       certbot certonly --webroot -w /var/www/letsencrypt -d <your host> --deploy-hook 'systemctl reload nginx'
+       ln -sf /etc/letsencrypt/live/<your host>/fullchain.pem $TLS/fullchain.pem
+       ln -sf /etc/letsencrypt/live/<your host>/privkey.pem $TLS/privkey.pem
+       nginx -t && systemctl reload nginx
   2. Sinch's source addresses (given at onboarding): add 'allow <address>;' lines to
      /etc/nginx/mo-spool-sinch-ips.conf and the same list to allowed_networks in $ETC/config.ini.
   3. A token (recommended): set token = <random letters and digits> in $ETC/config.ini, then

@@ -49,7 +49,7 @@ def render_nginx(root: Path, spool: Path, ports: tuple[int, int, int]) -> Path:
             "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
             "listen [::]:443 ssl;": "",
             "unix:/run/mo-spool/receiver.sock": f"unix:{root}/receiver.sock",
-            "/etc/letsencrypt/live/mo-spool.example.com/": f"{root}/certs/",
+            "/etc/mo-spool/tls/": f"{root}/certs/",
             "/etc/nginx/mo-spool-sinch-ips.conf": str(include),
             "/var/log/nginx/": f"{root}/",
             "/var/www/letsencrypt": f"{root}/acme",
