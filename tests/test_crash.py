@@ -2,7 +2,7 @@
 
 Afterwards every postback that got a 200 must be in processed/ exactly once, byte-exact, with its media;
 nothing may be half-written, and the index must agree with the folders. The figures are printed so the log
-shows what was proven (run with -s, or see the captured output of a failure).
+shows what was proven: they are printed past pytest's capture, so CI's log carries them.
 """
 
 from __future__ import annotations
@@ -179,7 +179,9 @@ def final_drain(config: Path, spool: Spool) -> None:
         time.sleep(0.3)
 
 
-def test_nothing_acknowledged_is_lost_or_doubled_under_kill_9(tmp_path: Path, origin: Origin) -> None:
+def test_nothing_acknowledged_is_lost_or_doubled_under_kill_9(
+    tmp_path: Path, origin: Origin, capsys: pytest.CaptureFixture[str]
+) -> None:
     spool = Spool(tmp_path / "spool")
     config = write_config(
         tmp_path / "config.ini",
@@ -210,12 +212,13 @@ def test_nothing_acknowledged_is_lost_or_doubled_under_kill_9(tmp_path: Path, or
         services.stop()
     final_drain(config, spool)
     figures = verify(spool, ledger, origin)
-    print(
-        f"\ncrash suite: sent {ledger.sent} requests for {TOTAL} postbacks, acknowledged {len(ledger.acknowledged)},"
-        f" refused/broken {ledger.refused}, resent after ack {ledger.resent_after_ack}; processed"
-        f" {figures['processed']}, duplicates {figures['duplicates']}; kills {services.kills};"
-        f" {time.monotonic() - started:.1f}s"
-    )
+    with capsys.disabled():
+        print(
+            f"\ncrash suite: sent {ledger.sent} requests for {TOTAL} postbacks, acknowledged"
+            f" {len(ledger.acknowledged)}, refused/broken {ledger.refused}, resent after ack"
+            f" {ledger.resent_after_ack}; processed {figures['processed']}, duplicates {figures['duplicates']};"
+            f" kills {services.kills}; {time.monotonic() - started:.1f}s"
+        )
     assert min(services.kills.values()) >= KILLS_EACH
     assert all(not sender.is_alive() for sender in senders)
 
@@ -275,17 +278,19 @@ def check_index(spool: Spool, processed: dict[str, Path], duplicates: list[Path]
         index.close()
 
 
-def test_full_disk_mid_run_answers_503_and_loses_nothing(tmp_path: Path, origin: Origin) -> None:
+def test_full_disk_mid_run_answers_503_and_loses_nothing(
+    tmp_path: Path, origin: Origin, capsys: pytest.CaptureFixture[str]
+) -> None:
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], check=True)
     try:
-        full_disk_run(mount_point, origin)
+        full_disk_run(mount_point, origin, capsys)
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
-def full_disk_run(disk: Path, origin: Origin) -> None:
+def full_disk_run(disk: Path, origin: Origin, capsys: pytest.CaptureFixture[str]) -> None:
     spool = Spool(disk / "spool")
     config = write_config(
         disk.parent / "config.ini",
@@ -316,7 +321,8 @@ def full_disk_run(disk: Path, origin: Origin) -> None:
     finally:
         services.stop()
     final_drain(config, spool)
-    print(f"\nfull disk: statuses {statuses}")
+    with capsys.disabled():
+        print(f"\nfull disk mid-run: statuses {statuses}")
     assert set(statuses[:20]) == {200}
     assert 503 in statuses[20:40]
     assert set(statuses[40:]) == {200}

@@ -36,7 +36,9 @@ JPEG = b"\xff\xd8\xff\xe0" + b"seed photo " * 300
 # --- systemd
 
 
-def test_units_verify_without_a_single_line_of_output(tmp_path: Path) -> None:
+def test_units_verify_without_a_single_line_of_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     paths = {"/opt/mo-spool/venv": str(Path(sys.executable).parent.parent), "/opt/mo-spool/app": str(REPO)}
     for unit in UNITS:
         render(DEPLOY / "systemd" / unit, tmp_path / unit, paths if unit.endswith(".service") else {})
@@ -52,7 +54,8 @@ def test_units_verify_without_a_single_line_of_output(tmp_path: Path) -> None:
             text=True,
         )
         overall = [line for line in security.stdout.splitlines() if "Overall exposure level" in line]
-        print(f"systemd-analyze security: {overall[0] if overall else security.stdout[-300:]}")
+        with capsys.disabled():  # recorded in the test log, past pytest's capture
+            print(f"\nsystemd-analyze security {unit}: {overall[0] if overall else security.stdout[-300:]}")
         assert overall, security.stdout + security.stderr
         score = float(overall[0].split(":")[-1].split()[0])
         assert score < 2.0, overall[0]
