@@ -108,8 +108,10 @@ def _record_folders(spool: Spool, state: str, since: dt.date | None = None) -> I
 
 
 def _files(spool: Spool, state: str) -> Iterator[Path]:
-    folder = spool.root / state
-    yield from sorted(folder.iterdir())
+    """Postbacks in incoming/ and work/ (spool files) or deferred/ (folders); not work/'s build folders."""
+    for path in sorted((spool.root / state).iterdir()):
+        if path.name.endswith(SUFFIX) or (state == "deferred" and path.is_dir()):
+            yield path
 
 
 def _read_json(path: Path) -> Any:
@@ -303,7 +305,8 @@ def purge(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[d
     index = Index(spool.root)
     try:
         for state in args.state or FOLDER_STATES:
-            cutoff = (today - dt.timedelta(days=args.older_than or days[state])).isoformat()
+            age = days[state] if args.older_than is None else args.older_than
+            cutoff = (today - dt.timedelta(days=age)).isoformat()
             root = spool.root / state
             old = [day for day in sorted(root.iterdir()) if day.is_dir() and day.name < cutoff]
             removed[state] = [

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mospool.cli import main
 from mospool.spool import Spool
+from tests.origin import Origin, Reply
 from tests.servers import REPO, Gunicorn, write_config
 
 POSTBACKS = [
@@ -83,6 +85,37 @@ def test_status_for_people_is_not_json(built: Path, capsys: pytest.CaptureFixtur
     assert main(["--config", str(built), "status"]) == 1
     out = capsys.readouterr().out
     assert "processed" in out and "failed" in out
+
+
+def test_a_worker_killed_mid_download_leaves_one_postback_in_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """work/ holds the claimed spool file and its build folder: status and list count the postback once."""
+    with Origin() as origin:
+        url = origin.serve("/slow.jpg", Reply(body=b"x", content_type="image/jpeg", stall_seconds=5))
+        config = write_config(
+            tmp_path / "config.ini", tmp_path / "spool", {"media": {"allow_private_networks": "yes"}}
+        )
+        server = Gunicorn(config).start()
+        try:
+            body = json.dumps({"origin": "MMS_MO", "tracking-id": "slow-1", "content": [{"file": url}]})
+            assert server.post("/postback", body.encode(), {"Content-Type": "application/json"})[0] == 200
+        finally:
+            server.stop()
+        worker = subprocess.Popen([sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO)
+        try:
+            deadline = time.monotonic() + 20
+            while not origin.seen("/slow.jpg") and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            worker.kill()
+            worker.wait()
+    work = sorted(p.name for p in (tmp_path / "spool" / "work").iterdir())
+    assert len(work) == 2 and work[1] == work[0] + ".postback"  # the build folder and the spool file
+    _, status = cli(config, "status", capsys=capsys)
+    assert status["counts"]["work"] == 1 and status["counts"]["incoming"] == 0
+    _, listed = cli(config, "list", "work", capsys=capsys)
+    assert [row["id"] for row in listed] == [work[0]]
 
 
 @pytest.mark.parametrize(
@@ -186,3 +219,18 @@ def test_purge_dry_run_then_purge_removes_exactly_the_old_folders(
     assert left == []
     _, status = cli(config, "status", capsys=capsys)
     assert status["counts"]["duplicates"] == 1 and status["counts"]["failed"] == 1
+
+
+def test_purge_older_than_zero_means_before_today_not_the_default(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "spool"
+    shutil.copytree(built.parent / "spool", copy)
+    config = write_config(tmp_path / "config.ini", copy)  # [retention] duplicates_days = 30 by default
+    ten_days_ago = (dt.date.today() - dt.timedelta(days=10)).isoformat()
+    (copy / "duplicates" / dt.date.today().isoformat()).rename(copy / "duplicates" / ten_days_ago)
+    _, default = cli(config, "purge", "--state", "duplicates", "--dry-run", capsys=capsys)
+    assert default["removed"]["duplicates"] == []
+    _, zero = cli(config, "purge", "--state", "duplicates", "--older-than", "0", "--dry-run", capsys=capsys)
+    assert len(zero["removed"]["duplicates"]) == 1
+    assert zero["removed"]["duplicates"][0].startswith(f"duplicates/{ten_days_ago}/")
