@@ -7,6 +7,7 @@ import os
 import platform
 
 from bench import receiver_bench, worker_bench
+from bench.filesystem import fresh_ext4
 
 
 def main() -> None:
@@ -17,7 +18,13 @@ def main() -> None:
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}"
     )
-    receiver = receiver_bench.measure(rounds=1 if args.quick else 3, seconds=2 if args.quick else 5)
+    with fresh_ext4() as where:
+        print(f"spools on: {where}")
+        run(scale, args.quick)
+
+
+def run(scale: int, quick: bool) -> None:
+    receiver = receiver_bench.measure(rounds=1 if quick else 5, seconds=2 if quick else 5)
     mine, hello, durable = receiver["mo-spool"], receiver["hello (a)"], receiver["durable (b)"]
     rows: list[tuple[str, float, float, float | None, str]] = [
         (

@@ -73,7 +73,7 @@ def _latency(out: str, percentile: str) -> float:
 
 
 def measure(rounds: int = 3, seconds: int = 5) -> dict[str, dict[str, float]]:
-    with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         script = root / "post.lua"
         script.write_text(
