@@ -238,6 +238,25 @@ def test_worker_process_once_and_sigterm(tmp_path: Path) -> None:
     assert daemon.wait(timeout=30) == 0
 
 
+def test_sigterm_with_a_backlog_exits_0_and_logs_no_error(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    for n in range(2000):
+        publish(spool, SMS_MO.replace(b"sms-1", f"backlog-{n}".encode()))
+    config = write_config(tmp_path / "config.ini", spool.root)
+    daemon = subprocess.Popen(
+        [sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 20
+    while not any((spool.root / "processed").glob("*/*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    daemon.send_signal(signal.SIGTERM)  # while it is claiming the backlog, so inotify events keep coming
+    _, stderr = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0
+    assert [line for line in stderr.decode().splitlines() if " ERROR " in line] == []
+    assert any(spool.incoming.iterdir()), "the backlog was finished before the stop: the test proves nothing"
+
+
 def test_bad_config_exits_with_a_clear_message(tmp_path: Path) -> None:
     config = tmp_path / "bad.ini"
     config.write_text("[spool]\ndir = spool\n[worker]\nconcurrency = many\n")
