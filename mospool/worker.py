@@ -405,7 +405,7 @@ class Worker:
             running = {future for future in running if not future.done()}
             if hints.empty() and (time.monotonic() >= next_scan or (backlog and not running)):
                 if time.monotonic() >= next_scan:
-                    self._released.clear()
+                    self._housekeeping()
                 batch = self.next_batch()
                 backlog = len(batch) >= SCAN_BATCH
                 next_scan = time.monotonic() + settings.rescan_seconds
@@ -421,6 +421,17 @@ class Worker:
             running.add(pool.submit(self.process, path))
         pool.shutdown(wait=False, cancel_futures=True)
         return self._finish(running)
+
+    def _housekeeping(self) -> None:
+        """At every periodic rescan: retry what a storage error released, and drop stale tmp/ files.
+
+        A receiver killed mid-write leaves a file in tmp/; a worker that runs for months must not wait for its
+        next restart to remove it.
+        """
+        self._released.clear()
+        removed = self.spool.clean_tmp(self.settings.spool.tmp_grace_seconds)
+        if removed:
+            log.info("removed %d stale tmp files", removed)
 
     def _finish(self, running: set[Future[str]]) -> int:
         deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds

@@ -175,6 +175,23 @@ def test_recover_removes_only_stale_tmp_files(worker: Worker) -> None:
     assert sorted(p.name for p in worker.spool.tmp.iterdir()) == ["fresh.postback"]
 
 
+def test_running_worker_removes_stale_tmp_files_at_each_rescan(tmp_path: Path) -> None:
+    worker = Worker(settings_for(tmp_path, rescan_seconds=0.2))
+    thread, result = run_in_thread(worker)
+    stale, fresh = worker.spool.tmp / "stale.postback", worker.spool.tmp / "fresh.postback"
+    stale.write_bytes(b"half")  # left after the worker started: only a rescan can find it
+    fresh.write_bytes(b"in progress")
+    old = time.time() - 2 * worker.settings.spool.tmp_grace_seconds
+    os.utime(stale, (old, old))
+    deadline = time.monotonic() + 5
+    while stale.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.stop()
+    thread.join(10)
+    assert sorted(p.name for p in worker.spool.tmp.iterdir()) == ["fresh.postback"]
+    assert result == [0]
+
+
 def test_rebuilt_index_matches_the_live_one(worker: Worker) -> None:
     publish(worker.spool, SMS_MO)
     publish(worker.spool, SMS_MO)
