@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         worker = Worker(settings)
     except (ConfigError, SpoolError) as exc:
         print(f"mo-spool worker: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:  # e.g. a full disk: the WAL files cannot be created; systemd retries
+        print(f"mo-spool worker: cannot open the index in {settings.spool.dir}: {exc}", file=sys.stderr)
         return 2
     if args.once:
         worker.recover()

@@ -147,8 +147,8 @@ class Worker:
         """Claim and file one postback (a file in incoming/ or a folder in deferred/); returns the outcome."""
         postback_id = path.name.removesuffix(SUFFIX)
         with self._lock:
-            if postback_id in self._in_flight:
-                return "busy"
+            if postback_id in self._in_flight or postback_id in self._released:
+                return "busy"  # released after a storage error: the next rescan tries it, not its own event
             self._in_flight.add(postback_id)
         started = time.monotonic()
         try:

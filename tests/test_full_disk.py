@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
+import hashlib
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mospool.spool import Spool
-from tests.servers import Gunicorn, write_config
+from mospool.spool import SUFFIX, Spool, encode, new_id
+from tests.servers import REPO, Gunicorn, write_config
 
 
 @pytest.fixture
@@ -54,3 +58,48 @@ def test_full_disk_answers_503_loses_nothing_and_recovers(small_disk: Path) -> N
     bodies = sorted(spool.read(Path(entry.path)).body for entry in spool.waiting())
     assert bodies == [b"after space was freed", b"before the disk filled"]
     assert list(spool.tmp.iterdir()) == []
+
+
+def test_worker_on_a_full_disk_releases_and_waits_for_the_next_rescan(small_disk: Path) -> None:
+    """A storage error puts the postback back in incoming/; that rename is an inotify event, which must not
+    make the worker claim it again at once, in a hot loop, while the disk is still full."""
+    spool = Spool(small_disk / "spool")
+    config = write_config(small_disk.parent / "config.ini", spool.root, {"worker": {"rescan_seconds": 2}})
+    worker = subprocess.Popen(
+        [sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO, stderr=subprocess.PIPE
+    )
+    while not (spool.root / "index.sqlite3").exists():  # running, its index open
+        time.sleep(0.05)
+    postback_id = new_id()
+    body = b'{"origin":"SMS_MO","tracking-id":"full-1","message-text":"' + b"x" * 50_000 + b'"}'
+    meta: dict[str, object] = {
+        "received_at": dt.datetime.now(dt.UTC).isoformat(),
+        "content_type": "application/json",
+    }
+    meta |= {"id": postback_id, "body_bytes": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
+    written = spool.tmp / (postback_id + SUFFIX)
+    spool.write_new(written, encode(meta, body))
+    filler = fill(small_disk)
+    written.rename(spool.incoming / written.name)  # arrives while the disk is full (a rename needs no space)
+    time.sleep(3)  # the inotify hint and one periodic rescan, while the disk stays full
+    filler.unlink()
+    deadline = time.monotonic() + 10
+    while not spool.record_dir("processed", postback_id).is_dir() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.terminate()
+    _, stderr = worker.communicate(timeout=30)
+    storage_errors = [line for line in stderr.decode().splitlines() if "storage error" in line]
+    assert spool.record_dir("processed", postback_id).is_dir()  # and once space is back, it is filed
+    assert 1 <= len(storage_errors) <= 3, f"{len(storage_errors)} claims of one postback on a full disk"
+
+
+def test_worker_started_on_a_full_disk_says_why_and_exits_2(small_disk: Path) -> None:
+    spool = Spool(small_disk / "spool")
+    spool.create()
+    fill(small_disk)  # the index's WAL files cannot be created
+    config = write_config(small_disk.parent / "config.ini", spool.root)
+    run = subprocess.run(
+        [sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO, capture_output=True, text=True
+    )
+    assert run.returncode == 2  # systemd's Restart=always tries again until there is space
+    assert "cannot open the index" in run.stderr and "Traceback" not in run.stderr
