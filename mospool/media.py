@@ -94,6 +94,8 @@ def fetch_all(urls: Sequence[str], record_dir: Path, settings: MediaSettings) ->
     """Every part into record_dir/media/, in parallel; result i is for urls[i]. Complete parts are reused."""
     media_dir = record_dir / "media"
     media_dir.mkdir(mode=0o750, exist_ok=True)
+    for leftover in media_dir.glob(".*.part"):  # a download a crash cut short: fetched again below
+        leftover.unlink()
     workers = max(1, min(settings.parallel_downloads, len(urls)))
     with ThreadPoolExecutor(workers, thread_name_prefix="media") as pool:
         jobs = [

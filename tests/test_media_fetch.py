@@ -240,9 +240,12 @@ def test_fetch_all_keeps_order_and_reuses_complete_parts(origin: Origin, tmp_pat
 
 def test_fetch_all_reports_each_part(origin: Origin, tmp_path: Path) -> None:
     urls = [origin.serve("/ok.jpg", Reply(body=b"ok", content_type="image/jpeg")), origin.url("/missing.jpg")]
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / ".02.part").write_bytes(b"half of a part that is gone now")  # a crash leftover
     ok, missing = fetch_all(urls, tmp_path, LOCAL)
     assert isinstance(ok, MediaFile)
     assert isinstance(missing, MediaError) and missing.permanent and missing.url == urls[1]
+    assert [p.name for p in (tmp_path / "media").iterdir()] == ["01-ok.jpg"]  # no half file goes to failed/
 
 
 @pytest.mark.parametrize(
