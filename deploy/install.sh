@@ -57,21 +57,29 @@ fi
 TLS=$ETC/tls
 run install -d -m 0700 -o root -g root "$TLS"
 if [ ! -e "$TLS/fullchain.pem" ]; then
-    run openssl req -x509 -newkey rsa:2048 -nodes -days 90 -subj /CN=mo-spool-placeholder \
-        -keyout "$TLS/privkey.pem" -out "$TLS/fullchain.pem"
+    run openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 90 \
+        -subj /CN=mo-spool-placeholder -keyout "$TLS/privkey.pem" -out "$TLS/fullchain.pem"
     run chmod 0600 "$TLS/privkey.pem"
 fi
 
 # 6. The spool, owned by the service user; the folders inside are made by the services themselves.
 run install -d -m 0750 -o mospool -g mospool /var/lib/mo-spool "$SPOOL"
 
-# 7. systemd units.
+# 7. systemd units. Where systemd is not running (an image being built in a chroot or container) they are
+#    only enabled, to start at boot; a dry run shows the steps of a booted VM.
 for unit in "${UNITS[@]}"; do
     run install -m 0644 "$APP/deploy/systemd/$unit" "/etc/systemd/system/$unit"
 done
-run systemctl daemon-reload
-run systemctl enable --now mo-spool-receiver.service mo-spool-worker.service mo-spool-purge.timer
-run systemctl restart mo-spool-receiver.service mo-spool-worker.service
+BOOTED=0
+{ [ "$DRY_RUN" = 1 ] || [ -d /run/systemd/system ]; } && BOOTED=1
+if [ "$BOOTED" = 1 ]; then
+    run systemctl daemon-reload
+    run systemctl enable --now mo-spool-receiver.service mo-spool-worker.service mo-spool-purge.timer
+    run systemctl restart mo-spool-receiver.service mo-spool-worker.service
+else
+    echo "# systemd is not running here: enabling the units for the next boot only"
+    run systemctl enable mo-spool-receiver.service mo-spool-worker.service mo-spool-purge.timer
+fi
 
 # 8. nginx: the public site, the browsing site, and the allowlist (installed once, then the operator's).
 run install -m 0644 "$APP/deploy/nginx/mo-spool.conf" /etc/nginx/sites-available/mo-spool
@@ -82,7 +90,7 @@ run install -d -m 0755 /var/www/letsencrypt
 run ln -sf /etc/nginx/sites-available/mo-spool /etc/nginx/sites-enabled/mo-spool
 run ln -sf /etc/nginx/sites-available/mo-spool-browse /etc/nginx/sites-enabled/mo-spool-browse
 run nginx -t
-run systemctl reload nginx
+[ "$BOOTED" = 1 ] && run systemctl reload-or-restart nginx
 
 cat <<EOF
 
