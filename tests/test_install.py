@@ -1,0 +1,164 @@
+"""deploy/install.sh for real, on a fresh Debian 12 made by debootstrap (needs root and Debian's registry, as CI has).
+
+Systemd does not run inside the chroot, so the units are enabled, not started; the test then starts what they
+would start, as the `mospool` user with the installed files, behind the installed nginx site (its ports moved to
+free loopback ones), and posts a postback through it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.nginx_stack import wait_for_unix_socket
+from tests.servers import REPO, free_port
+
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = "python3,python3-venv,ca-certificates,systemd,openssl"
+
+
+def in_chroot(root: Path, script: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["chroot", str(root), "bash", "-euc", script],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def debian() -> Iterator[Path]:
+    """A fresh Debian 12 with the checkout's files in /root/mo-spool. Not under pytest's tmp dirs: /proc is
+    mounted inside, so the folder is unmounted and removed here, never by a later run's clean-up."""
+    holder = Path(tempfile.mkdtemp(prefix="mospool-vm-"))
+    root = holder / "root"
+    subprocess.run(
+        ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(root), MIRROR],
+        check=True,
+        capture_output=True,
+    )
+    for host_file in ("/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt"):  # the host's network trust
+        (root / host_file.lstrip("/")).write_bytes(Path(host_file).read_bytes())
+    policy = root / "usr/sbin/policy-rc.d"  # packages must not start services in a chroot
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True)
+    for name in tracked.stdout.splitlines():
+        target = root / "root/mo-spool" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target)
+    subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root / "proc")], check=True)
+        shutil.rmtree(holder)
+
+
+@pytest.fixture(scope="module")
+def installed(debian: Path) -> tuple[Path, str]:
+    result = in_chroot(debian, "apt-get update -qq && cd /root/mo-spool && bash deploy/install.sh")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return debian, result.stdout
+
+
+def test_install_creates_user_venv_config_certificate_and_units(installed: tuple[Path, str]) -> None:
+    root, out = installed
+    assert "mospool:x:" in (root / "etc/passwd").read_text()
+    assert any(
+        line.startswith("mospool:") and "www-data" in line
+        for line in (root / "etc/group").read_text().splitlines()
+    )
+    config = (root / "etc/mo-spool/config.ini").read_text()
+    assert "dir = /var/lib/mo-spool/spool" in config and "trusted_proxy_count = 1" in config
+    assert (root / "opt/mo-spool/venv/bin/gunicorn").is_file()
+    assert (root / "etc/mo-spool/tls/privkey.pem").stat().st_mode & 0o777 == 0o600
+    for unit in ("multi-user.target.wants/mo-spool-receiver.service", "multi-user.target.wants/mo-spool-worker.service",
+                 "timers.target.wants/mo-spool-purge.timer"):  # fmt: skip
+        assert (root / "etc/systemd/system" / unit).is_symlink(), unit
+    assert "nginx: configuration file /etc/nginx/nginx.conf test is successful" in out + "".join(
+        in_chroot(root, "nginx -t").stderr
+    )
+    assert "https://<your host>/postback/<token>" in out
+
+
+def test_a_second_run_keeps_the_operators_config_and_certificate(installed: tuple[Path, str]) -> None:
+    root, _ = installed
+    config = root / "etc/mo-spool/config.ini"
+    config.write_text(config.read_text().replace("token =\n", "token = operators-own\n"))
+    certificate = (root / "etc/mo-spool/tls/fullchain.pem").read_bytes()
+    result = in_chroot(root, "cd /root/mo-spool && bash deploy/install.sh")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "token = operators-own" in config.read_text()
+    assert (root / "etc/mo-spool/tls/fullchain.pem").read_bytes() == certificate
+    assert "exists and is kept" in result.stdout
+
+
+def test_the_installed_stack_takes_a_postback(installed: tuple[Path, str]) -> None:
+    root, _ = installed
+    https, http, browse = free_port(), free_port(), free_port()
+    site = root / "etc/nginx/sites-available/mo-spool"
+    text = site.read_text().replace("listen [::]:80;", "").replace("listen [::]:443 ssl;", "")
+    site.write_text(text.replace("listen 80;", f"listen 127.0.0.1:{http};").replace(
+        "listen 443 ssl;", f"listen 127.0.0.1:{https} ssl;"))  # fmt: skip
+    browsing = root / "etc/nginx/sites-available/mo-spool-browse"
+    browsing.write_text(browsing.read_text().replace("127.0.0.1:8025", f"127.0.0.1:{browse}"))
+    (root / "etc/nginx/sites-enabled/default").unlink(missing_ok=True)
+    (root / "run/mo-spool").mkdir(exist_ok=True)
+    in_chroot(root, "chown mospool:mospool /run/mo-spool && chmod 0750 /run/mo-spool", check=True)
+    services = [
+        "cd /opt/mo-spool/app && exec runuser -u mospool -- env MOSPOOL_CONFIG=/etc/mo-spool/config.ini "
+        "/opt/mo-spool/venv/bin/gunicorn -c deploy/gunicorn.conf.py app:app",
+        "cd /opt/mo-spool/app && exec runuser -u mospool -- "
+        "/opt/mo-spool/venv/bin/python spool_worker.py --config /etc/mo-spool/config.ini",
+        "exec nginx -g 'daemon off;'",
+    ]
+    procs = [
+        subprocess.Popen(["chroot", str(root), "bash", "-c", service], start_new_session=True)
+        for service in services
+    ]
+    try:
+        wait_for_unix_socket(root / "run/mo-spool/receiver.sock")
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the placeholder certificate
+        body = b'{"origin":"SMS_MO","code":"N401","from":"15550001","tracking-id":"vm-1","message-text":"hi"}'
+        config = (root / "etc/mo-spool/config.ini").read_text()
+        token = next(
+            line.split("=", 1)[1].strip() for line in config.splitlines() if line.startswith("token")
+        )
+        url = f"https://127.0.0.1:{https}/postback" + (f"/{token}" if token else "")
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(request, context=context, timeout=5) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        processed = root / "var/lib/mo-spool/spool/processed"
+        while not list(processed.glob("*/*/message.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (message,) = processed.glob("*/*/message.json")
+        assert message.stat().st_uid == int(in_chroot(root, "id -u mospool").stdout)
+        assert message.stat().st_mode & 0o777 == 0o640
+        listing = urllib.request.urlopen(f"http://127.0.0.1:{browse}/processed/", timeout=5).read().decode()
+        assert message.parent.parent.name in listing
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=30)
