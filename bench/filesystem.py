@@ -23,7 +23,7 @@ SIZE_BYTES = 8 * 2**30  # sparse: only what the benchmarks write takes space
 @contextmanager
 def fresh_ext4() -> Iterator[str]:
     """Mount a new journaled ext4 and yield a description; falls back to the default temp dir without root."""
-    if not (shutil.which("mkfs.ext4") and shutil.which("mount")) or _not_root():
+    if not (shutil.which("mkfs.ext4") and shutil.which("mount")) or os.geteuid() != 0:
         yield f"{tempfile.gettempdir()} (not root: no fresh filesystem)"
         return
     with tempfile.TemporaryDirectory(prefix="mospool-bench-") as holder:
@@ -39,7 +39,3 @@ def fresh_ext4() -> Iterator[str]:
         finally:
             tempfile.tempdir = previous
             subprocess.run(["umount", str(mount_point)], check=True)
-
-
-def _not_root() -> bool:
-    return os.geteuid() != 0

@@ -35,6 +35,16 @@ def make_cert(folder: Path) -> None:
     )  # fmt: skip
 
 
+def loopback_listens(https_port: int, http_port: int) -> dict[str, str]:
+    """The public site's listen lines moved to loopback ports (render() replacements)."""
+    return {
+        "listen 80;": f"listen 127.0.0.1:{http_port};",
+        "listen [::]:80;": "",
+        "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
+        "listen [::]:443 ssl;": "",
+    }
+
+
 def render_nginx(root: Path, spool: Path, ports: tuple[int, int, int]) -> Path:
     https_port, http_port, browse_port = ports
     make_cert(root / "certs")
@@ -44,10 +54,7 @@ def render_nginx(root: Path, spool: Path, ports: tuple[int, int, int]) -> Path:
         DEPLOY / "nginx" / "mo-spool.conf",
         root / "mo-spool.conf",
         {
-            "listen 80;": f"listen 127.0.0.1:{http_port};",
-            "listen [::]:80;": "",
-            "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
-            "listen [::]:443 ssl;": "",
+            **loopback_listens(https_port, http_port),
             "unix:/run/mo-spool/receiver.sock": f"unix:{root}/receiver.sock",
             "/etc/mo-spool/tls/": f"{root}/certs/",
             "/etc/nginx/mo-spool-sinch-ips.conf": str(include),

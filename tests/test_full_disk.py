@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import hashlib
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mospool.spool import SUFFIX, Spool, encode, new_id
+from mospool.spool import SUFFIX, Spool
 from tests.servers import REPO, Gunicorn, write_config
 
 
@@ -70,17 +69,14 @@ def test_worker_on_a_full_disk_releases_and_waits_for_the_next_rescan(small_disk
     )
     while not (spool.root / "index.sqlite3").exists():  # running, its index open
         time.sleep(0.05)
-    postback_id = new_id()
+    staging = Spool(small_disk / "staging")  # same disk, not watched: a rename from it needs no space
+    staging.create()
     body = b'{"origin":"SMS_MO","tracking-id":"full-1","message-text":"' + b"x" * 50_000 + b'"}'
-    meta: dict[str, object] = {
-        "received_at": dt.datetime.now(dt.UTC).isoformat(),
-        "content_type": "application/json",
-    }
-    meta |= {"id": postback_id, "body_bytes": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
-    written = spool.tmp / (postback_id + SUFFIX)
-    spool.write_new(written, encode(meta, body))
+    meta = {"received_at": dt.datetime.now(dt.UTC).isoformat(), "content_type": "application/json"}
+    postback_id = staging.publish(meta, body)
     filler = fill(small_disk)
-    written.rename(spool.incoming / written.name)  # arrives while the disk is full (a rename needs no space)
+    name = postback_id + SUFFIX
+    (staging.incoming / name).rename(spool.incoming / name)  # arrives while the disk is full
     time.sleep(3)  # the inotify hint and one periodic rescan, while the disk stays full
     filler.unlink()
     deadline = time.monotonic() + 10

@@ -165,12 +165,18 @@ def test_work_file_left_after_filing_is_not_filed_twice(worker: Worker) -> None:
     assert list(worker.spool.incoming.iterdir()) == [] and list(worker.spool.work.iterdir()) == []
 
 
-def test_recover_removes_only_stale_tmp_files(worker: Worker) -> None:
+def leave_tmp_files(worker: Worker) -> Path:
+    """A receiver's leftover older than the grace period, and a write in progress; returns the stale one."""
     stale, fresh = worker.spool.tmp / "stale.postback", worker.spool.tmp / "fresh.postback"
     stale.write_bytes(b"half")
     fresh.write_bytes(b"in progress")
     old = time.time() - 2 * worker.settings.spool.tmp_grace_seconds
     os.utime(stale, (old, old))
+    return stale
+
+
+def test_recover_removes_only_stale_tmp_files(worker: Worker) -> None:
+    leave_tmp_files(worker)
     worker.recover()
     assert sorted(p.name for p in worker.spool.tmp.iterdir()) == ["fresh.postback"]
 
@@ -178,11 +184,7 @@ def test_recover_removes_only_stale_tmp_files(worker: Worker) -> None:
 def test_running_worker_removes_stale_tmp_files_at_each_rescan(tmp_path: Path) -> None:
     worker = Worker(settings_for(tmp_path, rescan_seconds=0.2))
     thread, result = run_in_thread(worker)
-    stale, fresh = worker.spool.tmp / "stale.postback", worker.spool.tmp / "fresh.postback"
-    stale.write_bytes(b"half")  # left after the worker started: only a rescan can find it
-    fresh.write_bytes(b"in progress")
-    old = time.time() - 2 * worker.settings.spool.tmp_grace_seconds
-    os.utime(stale, (old, old))
+    stale = leave_tmp_files(worker)  # after the worker started: only a rescan can find it
     deadline = time.monotonic() + 5
     while stale.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
