@@ -324,7 +324,7 @@ def purge(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[d
 def reindex(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     index = Index(spool.root)
     try:
-        count = index.rebuild(spool.root)
+        count = index.rebuild()
     finally:
         index.close()
     return {"records": count}, 0

@@ -7,12 +7,16 @@ before?" (dedup, keyed by (origin, code, tracking-id) or the body's SHA-256) and
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from mospool.record import FILED_STATES, Folder, read_folder
+from mospool.spool import State
 
 FILE_NAME = "index.sqlite3"
 
@@ -22,6 +26,7 @@ COLUMNS = (
     "timestamp", "subject", "text",
 )  # fmt: skip
 
+SCHEMA_VERSION = 2
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS records (
     key TEXT PRIMARY KEY,        -- dedup key of one notification
@@ -44,6 +49,25 @@ CREATE TABLE IF NOT EXISTS duplicates (
     folder TEXT,
     PRIMARY KEY (spool_id, key)
 );
+-- One row per notice of every filed folder, whatever its state: what find, list and the pages show.
+CREATE TABLE IF NOT EXISTS messages (
+    spool_id TEXT NOT NULL,
+    position INTEGER NOT NULL,   -- 1, or its place in a batch
+    state TEXT NOT NULL,         -- processed | failed | duplicates
+    received_at TEXT,
+    folder TEXT NOT NULL,
+    {", ".join(f"{column} TEXT" for column in COLUMNS)},
+    media_count INTEGER NOT NULL DEFAULT 0,
+    first_image TEXT,            -- e.g. media/01-photo.jpg, relative to the folder
+    reason TEXT,                 -- failed: "stage: error"
+    duplicate_of TEXT,
+    PRIMARY KEY (spool_id, position)
+);
+CREATE INDEX IF NOT EXISTS messages_received ON messages (received_at);
+CREATE INDEX IF NOT EXISTS messages_folder ON messages (folder);
+CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender);
+CREATE INDEX IF NOT EXISTS messages_recipient ON messages (recipient);
+CREATE INDEX IF NOT EXISTS messages_tracking ON messages (tracking_id);
 """
 
 # Built from the constant COLUMNS only: no outside text reaches the SQL.
@@ -51,13 +75,22 @@ RECORD_UPSERT = (
     "INSERT OR REPLACE INTO records (key, spool_id, state, received_at, folder, "  # noqa: S608
     f"{', '.join(COLUMNS)}) VALUES (?, ?, 'processed', ?, ?, {', '.join('?' * len(COLUMNS))})"
 )
+MESSAGE_COLUMNS = (
+    "spool_id", "position", "state", "received_at", "folder", *COLUMNS,
+    "media_count", "first_image", "reason", "duplicate_of",
+)  # fmt: skip
+MESSAGE_UPSERT = (
+    f"INSERT OR REPLACE INTO messages ({', '.join(MESSAGE_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))})"
+)
 
 
 class Index:
     """One connection shared by the worker's threads, serialized by a lock (SQLite has one writer anyway)."""
 
     def __init__(self, spool_root: Path) -> None:
-        self.path = Path(spool_root) / FILE_NAME
+        self.root = Path(spool_root)
+        self.path = self.root / FILE_NAME
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -65,10 +98,25 @@ class Index:
         self._db.execute("PRAGMA synchronous=FULL")  # a lost commit would let a Sinch retry through
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(SCHEMA)
+        if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            self.rebuild()  # derived data: an index from an older release is made anew from the folders
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # a failed COMMIT (disk full) leaves it open
+                    self._db.execute("ROLLBACK")
+                raise
 
     def claim(self, key: str, spool_id: str, received_at: str) -> str:
         """Reserve ``key`` for ``spool_id`` and return its owner: spool_id itself, or the earlier postback."""
@@ -94,51 +142,76 @@ class Index:
                 [(state, key, spool_id) for key in keys],
             )
 
-    def record(self, key: str, spool_id: str, folder: str, message: Mapping[str, Any]) -> None:
-        """Mark ``key`` processed, with the searchable fields of its message."""
-        values = _searchable(message)
-        with self._lock:
-            self._db.execute(RECORD_UPSERT, (key, spool_id, message.get("received_at"), folder, *values))
-
-    def duplicate(self, spool_id: str, key: str, duplicate_of: str, received_at: str, folder: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO duplicates VALUES (?, ?, ?, ?, ?)",
-                (spool_id, key, duplicate_of, received_at, folder),
-            )
+    def filed(self, folder: str, record: Folder) -> None:
+        """Index a published record folder (``folder`` relative to the spool), in one transaction."""
+        with self._transaction() as db:
+            _index_folder(db, folder, record)
 
     def forget_folders(self, prefix: str) -> int:
         """Drop the rows of every record filed under ``prefix`` (a purge); returns how many."""
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        with self._lock:
-            gone = self._db.execute(
-                "DELETE FROM records WHERE folder LIKE ? ESCAPE '\\'", (pattern,)
-            ).rowcount
-            gone += self._db.execute(
-                "DELETE FROM duplicates WHERE folder LIKE ? ESCAPE '\\'", (pattern,)
-            ).rowcount
-        return int(gone)
+        gone = 0
+        with self._transaction() as db:
+            for table in ("records", "duplicates", "messages"):
+                gone += db.execute(
+                    f"DELETE FROM {table} WHERE folder LIKE ? ESCAPE '\\'",  # noqa: S608 (constant names)
+                    (pattern,),
+                ).rowcount
+        return gone
 
-    def rebuild(self, spool_root: Path) -> int:
-        """Recreate every row from processed/ and duplicates/; returns the number of records indexed."""
-        count = 0
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM records")
-            self._db.execute("DELETE FROM duplicates")
-        for folder, message in _filed_messages(Path(spool_root) / "processed"):
-            if message.get("duplicate_of") is None:
-                self.record(message["dedup_key"], message["spool_id"], folder, message)
-                count += 1
-        for folder, note in _filed_notes(Path(spool_root) / "duplicates"):
-            self.duplicate(note["spool_id"], note["key"], note["duplicate_of"], note["received_at"], folder)
-        with self._lock:
-            self._db.execute("COMMIT")
-        return count
+    def rebuild(self) -> int:
+        """Recreate every row from the record folders; returns the number of processed records indexed."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM records WHERE state = 'processed'")  # claims of work/deferred stay
+            db.execute("DELETE FROM duplicates")
+            db.execute("DELETE FROM messages")
+            for state in FILED_STATES:
+                for path in _folders(self.root / state):
+                    _index_folder(db, os.fspath(path.relative_to(self.root)), read_folder(path, state))
+            count = db.execute("SELECT count(*) FROM records WHERE state = 'processed'").fetchone()[0]
+        return int(count)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
+
+
+def _index_folder(db: sqlite3.Connection, folder: str, record: Folder) -> None:
+    received_at = (record.request or {}).get("received_at") or _first(record.notices, "received_at")
+    if record.state is State.PROCESSED:
+        for message in record.messages:
+            if message.get("duplicate_of") is None:
+                db.execute(RECORD_UPSERT, (message["dedup_key"], record.spool_id, received_at, folder,
+                                           *_searchable(message)))  # fmt: skip
+    if record.state is State.DUPLICATES and record.duplicate:
+        note = record.duplicate
+        db.execute(
+            "INSERT OR REPLACE INTO duplicates VALUES (?, ?, ?, ?, ?)",
+            (record.spool_id, note["key"], note["duplicate_of"], received_at, folder),
+        )
+    reason = f"{record.error.get('stage')}: {record.error.get('error')}" if record.error else None
+    duplicate_of = record.duplicate.get("duplicate_of") if record.duplicate else None
+    notices = record.notices or [{}]  # an unreadable postback still gets its row
+    for position, notice in enumerate(notices, 1):
+        media = notice.get("media") or []
+        db.execute(
+            MESSAGE_UPSERT,
+            (
+                record.spool_id, position, record.state.value, received_at, folder, *_searchable(notice),
+                len(media), _first_image(media), reason, notice.get("duplicate_of") or duplicate_of,
+            ),
+        )  # fmt: skip
+
+
+def _first(notices: list[dict[str, Any]], key: str) -> Any:
+    return next((notice.get(key) for notice in notices if notice.get(key)), None)
+
+
+def _first_image(media: list[dict[str, Any]]) -> str | None:
+    for part in media:
+        if str(part.get("content_type") or "").startswith("image/") and part.get("file"):
+            return str(part["file"])
+    return None
 
 
 def _searchable(message: Mapping[str, Any]) -> list[Any]:
@@ -146,11 +219,8 @@ def _searchable(message: Mapping[str, Any]) -> list[Any]:
     return [message.get(aliases.get(column, column)) for column in COLUMNS]
 
 
-def _filed_messages(root: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    for path in sorted(root.glob("*/*/message*.json")):
-        yield str(path.parent.relative_to(root.parent)), json.loads(path.read_bytes())
-
-
-def _filed_notes(root: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    for path in sorted(root.glob("*/*/duplicate.json")):
-        yield str(path.parent.relative_to(root.parent)), json.loads(path.read_bytes())
+def _folders(root: Path) -> Iterator[Path]:
+    """<state>/YYYY-MM-DD/<id>/ folders, oldest first."""
+    for day in sorted(root.iterdir()) if root.is_dir() else []:
+        if day.is_dir():
+            yield from sorted(path for path in day.iterdir() if path.is_dir())

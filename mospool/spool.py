@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import hashlib
 import json
 import os
@@ -28,8 +29,20 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 HEADER_LIMIT = 64 * 1024
 
-# The folders, in the order a postback moves through them.
-STATES = ("tmp", "incoming", "work", "deferred", "processed", "failed", "duplicates")
+
+class State(enum.StrEnum):
+    """The spool's folders, in the order a postback moves through them: a file's folder is its state."""
+
+    TMP = "tmp"
+    INCOMING = "incoming"
+    WORK = "work"
+    DEFERRED = "deferred"
+    PROCESSED = "processed"
+    FAILED = "failed"
+    DUPLICATES = "duplicates"
+
+
+STATES = tuple(State)
 
 
 class SpoolError(OSError):
@@ -233,7 +246,7 @@ class Spool:
 
     def filed(self, postback_id: str) -> Path | None:
         """The finished folder of a postback, if it has one (processed, duplicates or failed)."""
-        for state in ("processed", "duplicates", "failed"):
+        for state in (State.PROCESSED, State.DUPLICATES, State.FAILED):
             folder = self.record_dir(state, postback_id)
             if folder.exists():
                 return folder

@@ -1,95 +1,57 @@
-"""The spool worker: claim each waiting postback, parse it, fetch its media, and file it.
+"""The spool worker's loop: find waiting postbacks, claim each one, and hand it to the processor.
 
-Every postback ends in exactly one folder: processed/, duplicates/, failed/ (or deferred/ while a media
-download waits for a retry). watchdog events are only hints that something arrived: a start-up scan and a
-periodic rescan find what inotify dropped, and a claim is an atomic rename, so nothing is done twice.
+It only schedules: what happens to one postback is ``mospool.process``, how a record is written and published
+is ``mospool.filer``. watchdog events are only hints that something arrived: a start-up scan and a periodic
+rescan find what inotify dropped, and a claim is an atomic rename, so nothing is done twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import heapq
-import json
 import logging
 import os
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from mospool import media
+from mospool import retry
 from mospool.config import Settings
+from mospool.filer import Filer, Output
 from mospool.index import Index
 from mospool.metrics import Metrics
-from mospool.parse import Parsed, ParseError, Record, body_extension, parse_postback
-from mospool.spool import SUFFIX, CorruptPostback, Postback, Spool, id_time, write_file, write_json
+from mospool.process import STORAGE_ERRORS, Claimed, Processor
+from mospool.record import RETRY, read_json
+from mospool.spool import SUFFIX, Spool, id_time
 
 log = logging.getLogger(__name__)
 
 # The startup scan and each rescan take the oldest this-many waiting files: oldest first, flat memory.
 SCAN_BATCH = 5000
-RETRY_FILE = "retry.json"
 METRICS_EVERY_SECONDS = 5.0
-# Failures of our own storage: the postback goes back to incoming/ and is tried again later.
-STORAGE_ERRORS = (OSError, sqlite3.Error)
 EXIT_OBSERVER_DIED = 3
-
-
-class Deferred(Exception):
-    """Some media parts failed transiently; the postback waits in deferred/ for its next try."""
-
-
-class Failed(Exception):
-    """The postback cannot be processed; it is filed under failed/ with this stage and error."""
-
-    def __init__(self, stage: str, error: str, parts: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(error)
-        self.stage = stage
-        self.parts = parts or []
-
-
-@dataclass
-class Claimed:
-    """One postback being processed: its work file, build folder and what we know so far."""
-
-    work_file: Path
-    build: Path
-    postback: Postback | None = None
-    parsed: Parsed | None = None
-    keys: list[str] = field(default_factory=list)
-    retry: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        return self.build.name
 
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def dedup_key(record: Record, body_sha256: str, position: int) -> str:
-    """(origin, code, tracking-id); without a tracking id, the body itself (and its place in a batch)."""
-    if record.tracking_id:
-        return f"{record.origin or ''}|{record.code or ''}|{record.tracking_id}"
-    return f"sha256:{body_sha256}" + (f"#{position}" if position > 1 else "")
-
-
 class Worker:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, outputs: Sequence[Output] = ()) -> None:
         self.settings = settings
         self.spool = Spool(settings.spool.dir)
         self.spool.create()
         self.index = Index(self.spool.root)
         self.metrics = Metrics(settings.monitor.metrics_textfile)
+        self.filer = Filer(self.spool, self.index, outputs)
+        self.processor = Processor(settings, self.spool, self.index, self.filer, self.metrics)
         self._in_flight: set[str] = set()
         # Released after a storage error: skipped until the next drain() or periodic rescan, not retried hot.
         self._released: set[str] = set()
@@ -137,8 +99,7 @@ class Worker:
         now = time.time()
         with os.scandir(self.spool.deferred) as entries:
             for entry in entries:
-                retry = _read_json(Path(entry.path) / RETRY_FILE)
-                if retry.get("next_try_epoch", 0) <= now:
+                if retry.due(read_json(Path(entry.path) / RETRY) or {}, now):
                     yield Path(entry.path)
 
     # --- one postback: the single catch boundary
@@ -159,7 +120,7 @@ class Worker:
                 return "gone"
             claimed = Claimed(work_file, self.spool.build_dir(postback_id))
             try:
-                outcome = self._handle(claimed)
+                outcome = self.processor.handle(claimed)
             except STORAGE_ERRORS as exc:  # disk full, I/O error: not the postback's fault
                 log.error(
                     "postback %s: storage error, back to incoming/ for a later pass: %s", postback_id, exc
@@ -172,21 +133,6 @@ class Worker:
             with self._lock:
                 self._in_flight.discard(postback_id)
 
-    def _handle(self, claimed: Claimed) -> str:
-        try:
-            return self._file(claimed)
-        except Deferred:
-            return "deferred"
-        except Failed as failure:
-            self._fail(claimed, failure)
-            return "failed"
-        except STORAGE_ERRORS:
-            raise
-        except Exception as exc:  # one bad postback must never stop the worker
-            log.exception("postback %s: unexpected error", claimed.id)
-            self._fail(claimed, Failed("internal", f"{type(exc).__name__}: {exc}"))
-            return "failed"
-
     def _release(self, claimed: Claimed) -> None:
         """Put the postback back in incoming/, wherever a failed step left its file."""
         self._released.add(claimed.id)
@@ -194,170 +140,6 @@ class Worker:
             if candidate.exists():
                 self.spool.release(candidate)
                 return
-
-    def _file(self, claimed: Claimed) -> str:
-        if self.spool.filed(claimed.id):  # filed before a crash that left the work file behind
-            claimed.work_file.unlink()
-            _remove_tree(claimed.build)
-            return "already filed"
-        claimed.retry = _read_json(claimed.build / RETRY_FILE)
-        claimed.postback = self._read(claimed)
-        claimed.parsed = self._parse(claimed.postback)
-        records = claimed.parsed.records
-        sha = claimed.postback.meta["body_sha256"]
-        claimed.keys = [dedup_key(record, sha, n) for n, record in enumerate(records, 1)]
-        received_at = claimed.postback.meta["received_at"]
-        owners = [self.index.claim(key, claimed.id, received_at) for key in claimed.keys]
-        if all(owner != claimed.id for owner in owners):
-            return self._file_duplicate(claimed, owners[0])
-        messages = self._messages(claimed, owners)
-        self._fetch_media(claimed, messages)
-        return self._file_processed(claimed, messages)
-
-    def _read(self, claimed: Claimed) -> Postback:
-        try:
-            return self.spool.read(claimed.work_file)
-        except CorruptPostback as exc:
-            raise Failed("read", str(exc)) from exc
-
-    @staticmethod
-    def _parse(postback: Postback) -> Parsed:
-        try:
-            return parse_postback(postback.body, postback.content_type)
-        except ParseError as exc:
-            raise Failed("parse", str(exc)) from exc
-
-    def _messages(self, claimed: Claimed, owners: list[str]) -> list[dict[str, Any]]:
-        assert claimed.postback is not None and claimed.parsed is not None
-        messages = []
-        for position, (record, key, owner) in enumerate(
-            zip(claimed.parsed.records, claimed.keys, owners, strict=True), 1
-        ):
-            message: dict[str, Any] = {
-                "schema": 1,
-                "spool_id": claimed.id,
-                "received_at": claimed.postback.meta["received_at"],
-                "format": claimed.parsed.format,
-                **record.to_message(),
-                "dedup_key": key,
-                "duplicate_of": owner if owner != claimed.id else None,
-            }
-            if len(owners) > 1:
-                message["batch_position"] = position
-            messages.append(message)
-        return messages
-
-    # --- media
-
-    def _fetch_media(self, claimed: Claimed, messages: list[dict[str, Any]]) -> None:
-        """Fetch the parts of every new MMS record; raises Deferred or Failed when a part is missing."""
-        wanted = [m for m in messages if m["kind"] == "mms_mo" and m["duplicate_of"] is None and m["media"]]
-        urls = [part["url"] for message in wanted for part in message["media"]]
-        if not urls:
-            return
-        results = media.fetch_all(urls, claimed.build, self.settings.media)
-        errors = [result for result in results if isinstance(result, media.MediaError)]
-        if errors:
-            self._media_failed(claimed, errors)
-        self.metrics.media_bytes.inc(sum(r.bytes for r in results if isinstance(r, media.MediaFile)))
-        files = iter(results)
-        for message in wanted:
-            parts = [next(files) for _ in message["media"]]
-            message["media"] = [part.to_json() for part in parts if isinstance(part, media.MediaFile)]
-            texts = [
-                part.text for part in parts if isinstance(part, media.MediaFile) and part.text is not None
-            ]
-            if texts and not message["text"]:
-                message["text"] = "\n".join(texts)
-
-    def _media_failed(self, claimed: Claimed, errors: Sequence[media.MediaError]) -> None:
-        parts = [{"url": error.url, "error": str(error), "permanent": error.permanent} for error in errors]
-        if any(error.permanent for error in errors):
-            raise Failed("media", "; ".join(str(error) for error in errors if error.permanent), parts)
-        settings = self.settings.media
-        now = utc_now()
-        attempts = int(claimed.retry.get("attempts", 0)) + 1
-        first = dt.datetime.fromisoformat(claimed.retry.get("first_failure_at", now.isoformat()))
-        delay = settings.retry_base_seconds * 2 ** (attempts - 1)
-        delay = max([delay, *(error.retry_after or 0 for error in errors)])
-        next_try = now + dt.timedelta(seconds=delay)
-        gave_up = (
-            attempts >= settings.attempts
-            or (next_try - first).total_seconds() > settings.give_up_after_seconds
-        )
-        history = [*claimed.retry.get("errors", []), {"at": now.isoformat(), "parts": parts}]
-        claimed.retry = {
-            "attempts": attempts,
-            "first_failure_at": first.isoformat(),
-            "next_try_at": next_try.isoformat(),
-            "next_try_epoch": next_try.timestamp(),
-            "errors": history,
-        }
-        if gave_up:
-            raise Failed("media", f"gave up after {attempts} attempts: {parts[0]['error']}", parts)
-        self.index.set_state(claimed.keys, claimed.id, "deferred")
-        write_json(claimed.build / RETRY_FILE, claimed.retry)
-        self.spool.defer(claimed.build, claimed.work_file)
-        raise Deferred
-
-    # --- filing
-
-    def _write_common(self, claimed: Claimed) -> None:
-        postback = claimed.postback
-        if postback is None:  # unreadable file: keep it whole
-            write_file(claimed.build / "spool-file.postback", claimed.work_file.read_bytes())
-            return
-        extension = body_extension(postback.body, postback.content_type)
-        write_file(claimed.build / f"body.{extension}", postback.body)
-        write_json(claimed.build / "request.json", postback.meta)
-
-    def _file_processed(self, claimed: Claimed, messages: list[dict[str, Any]]) -> str:
-        self._write_common(claimed)
-        _remove(claimed.build / RETRY_FILE)
-        single = len(messages) == 1
-        folder = str(self.spool.record_dir("processed", claimed.id).relative_to(self.spool.root))
-        for position, message in enumerate(messages, 1):
-            name = "message.json" if single else f"message-{position:03d}.json"
-            write_json(claimed.build / name, message)
-            if message["duplicate_of"] is None:
-                self.index.record(message["dedup_key"], claimed.id, folder, message)
-        self.spool.file_record(claimed.build, "processed")
-        claimed.work_file.unlink()
-        return "processed"
-
-    def _file_duplicate(self, claimed: Claimed, original: str) -> str:
-        assert claimed.postback is not None
-        self._write_common(claimed)
-        note = {
-            "spool_id": claimed.id,
-            "received_at": claimed.postback.meta["received_at"],
-            "duplicate_of": original,
-            "key": claimed.keys[0],
-        }
-        write_json(claimed.build / "duplicate.json", note)
-        folder = self.spool.record_dir("duplicates", claimed.id).relative_to(self.spool.root)
-        self.index.duplicate(claimed.id, claimed.keys[0], original, note["received_at"], str(folder))
-        self.spool.file_record(claimed.build, "duplicates")
-        claimed.work_file.unlink()
-        return "duplicate"
-
-    def _fail(self, claimed: Claimed, failure: Failed) -> None:
-        if claimed.keys:
-            self.index.release(claimed.keys, claimed.id)
-        self._write_common(claimed)
-        earlier = claimed.postback.meta.get("previous_failures", []) if claimed.postback else []
-        error = {
-            "stage": failure.stage,
-            "error": str(failure),
-            "parts": failure.parts,
-            "attempts": int(claimed.retry.get("attempts", 0)) + 1,
-            "history": [*earlier, *claimed.retry.get("errors", [])],
-            "failed_at": utc_now().isoformat(),
-        }
-        _remove(claimed.build / RETRY_FILE)
-        write_json(claimed.build / "error.json", error)
-        self.spool.file_record(claimed.build, "failed")
-        claimed.work_file.unlink()
 
     def _log(self, claimed: Claimed, outcome: str, started: float) -> None:
         records = claimed.parsed.records if claimed.parsed else ()
@@ -461,23 +243,3 @@ class _Hints(FileSystemEventHandler):
         path = Path(os.fsdecode(raw))
         if path.name.endswith(SUFFIX):
             self.hints.put(path)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
-
-
-def _remove_tree(path: Path) -> None:
-    if not path.is_dir():
-        return
-    for child in sorted(path.rglob("*"), reverse=True):
-        child.rmdir() if child.is_dir() else child.unlink()
-    path.rmdir()

@@ -205,7 +205,7 @@ def test_rebuilt_index_matches_the_live_one(worker: Worker) -> None:
     dupes = [tuple(row) for row in worker.index.query("SELECT * FROM duplicates ORDER BY spool_id")]
     worker.close()
     rebuilt = Index(worker.spool.root)
-    assert rebuilt.rebuild(worker.spool.root) == 5
+    assert rebuilt.rebuild() == 5
     assert [tuple(row) for row in rebuilt.query(query)] == live
     assert [tuple(row) for row in rebuilt.query("SELECT * FROM duplicates ORDER BY spool_id")] == dupes
     assert len(live) == 5 and len(dupes) == 1

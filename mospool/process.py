@@ -1,0 +1,231 @@
+"""One claimed postback: read, parse, dedup, fetch its media, and hand the result to the filer.
+
+Every postback ends in exactly one folder: processed/, duplicates/, failed/ (or deferred/ while a media
+download waits for a retry). This module decides which and builds what the folder holds; the filer
+(``mospool.filer``) writes and publishes it, the worker (``mospool.worker``) only schedules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mospool import media, record, retry
+from mospool.config import Settings
+from mospool.filer import Filer
+from mospool.index import Index
+from mospool.metrics import Metrics
+from mospool.parse import Parsed, ParseError, parse_postback
+from mospool.record import Filing, read_json
+from mospool.spool import SUFFIX, CorruptPostback, Postback, Spool, State, write_json
+
+log = logging.getLogger(__name__)
+
+# Failures of our own storage: the postback goes back to incoming/ and is tried again later.
+STORAGE_ERRORS = (OSError, sqlite3.Error)
+
+
+class Deferred(Exception):
+    """Some media parts failed transiently; the postback waits in deferred/ for its next try."""
+
+
+class Failed(Exception):
+    """The postback cannot be processed; it is filed under failed/ with this stage and error."""
+
+    def __init__(self, stage: str, error: str, parts: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(error)
+        self.stage = stage
+        self.parts = parts or []
+
+
+@dataclass
+class Claimed:
+    """One postback being processed: its work file, build folder and what we know so far."""
+
+    work_file: Path
+    build: Path
+    postback: Postback | None = None
+    parsed: Parsed | None = None
+    keys: list[str] = field(default_factory=list)
+    retry: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.build.name
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Processor:
+    """Turns one claimed postback into a filed record; ``handle`` is the single catch boundary."""
+
+    def __init__(
+        self, settings: Settings, spool: Spool, index: Index, filer: Filer, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.index = index
+        self.filer = filer
+        self.metrics = metrics
+
+    def handle(self, claimed: Claimed) -> str:
+        """The outcome: processed, duplicate, failed, deferred or already filed. Storage errors propagate."""
+        try:
+            return self._file(claimed)
+        except Deferred:
+            return "deferred"
+        except Failed as failure:
+            self._fail(claimed, failure)
+            return "failed"
+        except STORAGE_ERRORS:
+            raise
+        except Exception as exc:  # one bad postback must never stop the worker
+            log.exception("postback %s: unexpected error", claimed.id)
+            self._fail(claimed, Failed("internal", f"{type(exc).__name__}: {exc}"))
+            return "failed"
+
+    def _file(self, claimed: Claimed) -> str:
+        if self._already_filed(claimed):
+            return "already filed"
+        claimed.retry = read_json(claimed.build / record.RETRY) or {}
+        claimed.postback = self._read(claimed)
+        claimed.parsed = self._parse(claimed.postback)
+        sha = claimed.postback.meta["body_sha256"]
+        claimed.keys = [record.dedup_key(r, sha, n) for n, r in enumerate(claimed.parsed.records, 1)]
+        received_at = claimed.postback.meta["received_at"]
+        owners = [self.index.claim(key, claimed.id, received_at) for key in claimed.keys]
+        if all(owner != claimed.id for owner in owners):
+            return self._file_duplicate(claimed, owners[0])
+        messages = record.messages(claimed.id, received_at, claimed.parsed, claimed.keys, owners)
+        self._fetch_media(claimed, messages)
+        self._publish(claimed, self._filing(claimed, State.PROCESSED, messages=messages))
+        return "processed"
+
+    def _already_filed(self, claimed: Claimed) -> bool:
+        """Filed before a crash that left the work file behind: make sure it is indexed, drop the rest."""
+        folder = self.spool.filed(claimed.id)
+        if folder is None:
+            return False
+        self.filer.refile(folder, State(folder.parent.parent.name))
+        claimed.work_file.unlink()
+        _remove_tree(claimed.build)
+        return True
+
+    def _read(self, claimed: Claimed) -> Postback:
+        try:
+            return self.spool.read(claimed.work_file)
+        except CorruptPostback as exc:
+            raise Failed("read", str(exc)) from exc
+
+    @staticmethod
+    def _parse(postback: Postback) -> Parsed:
+        try:
+            return parse_postback(postback.body, postback.content_type)
+        except ParseError as exc:
+            raise Failed("parse", str(exc)) from exc
+
+    # --- media
+
+    def _fetch_media(self, claimed: Claimed, messages: list[dict[str, Any]]) -> None:
+        """Fetch the parts of every new MMS record; raises Deferred or Failed when a part is missing."""
+        wanted = [m for m in messages if m["kind"] == "mms_mo" and m["duplicate_of"] is None and m["media"]]
+        urls = [part["url"] for message in wanted for part in message["media"]]
+        if not urls:
+            return
+        results = media.fetch_all(urls, claimed.build, self.settings.media)
+        errors = [result for result in results if isinstance(result, media.MediaError)]
+        if errors:
+            self._media_failed(claimed, errors)
+        self.metrics.media_bytes.inc(sum(r.bytes for r in results if isinstance(r, media.MediaFile)))
+        files = iter(results)
+        for message in wanted:
+            parts = [next(files) for _ in message["media"]]
+            message["media"] = [part.to_json() for part in parts if isinstance(part, media.MediaFile)]
+            texts = [
+                part.text for part in parts if isinstance(part, media.MediaFile) and part.text is not None
+            ]
+            if texts and not message["text"]:
+                message["text"] = "\n".join(texts)
+
+    def _media_failed(self, claimed: Claimed, errors: Sequence[media.MediaError]) -> None:
+        parts = [{"url": error.url, "error": str(error), "permanent": error.permanent} for error in errors]
+        if any(error.permanent for error in errors):
+            raise Failed("media", "; ".join(str(error) for error in errors if error.permanent), parts)
+        waits = [error.retry_after for error in errors if error.retry_after]
+        step = retry.after_failure(claimed.retry, parts, waits, self.settings.media, utc_now())
+        claimed.retry = step.state
+        if step.give_up:
+            raise Failed("media", f"gave up after {step.attempts} attempts: {parts[0]['error']}", parts)
+        self.index.set_state(claimed.keys, claimed.id, State.DEFERRED)
+        write_json(claimed.build / record.RETRY, claimed.retry)
+        self.spool.defer(claimed.build, claimed.work_file)
+        raise Deferred
+
+    # --- filing
+
+    def _filing(self, claimed: Claimed, state: State, **outcome: Any) -> Filing:
+        postback = claimed.postback
+        return Filing(
+            state=state,
+            spool_id=claimed.id,
+            meta=postback.meta if postback else None,
+            body=postback.body if postback else None,
+            content_type=postback.content_type if postback else "",
+            # an unreadable file is kept whole
+            spool_file=None if postback else claimed.work_file.read_bytes(),
+            **outcome,
+        )
+
+    def _publish(self, claimed: Claimed, filing: Filing) -> None:
+        self.filer.file(filing, claimed.build, claimed.work_file)
+
+    def _file_duplicate(self, claimed: Claimed, original: str) -> str:
+        assert claimed.postback is not None
+        note = {
+            "spool_id": claimed.id,
+            "received_at": claimed.postback.meta["received_at"],
+            "duplicate_of": original,
+            "key": claimed.keys[0],
+            "notices": record.summaries(claimed.parsed),
+        }
+        self._publish(claimed, self._filing(claimed, State.DUPLICATES, duplicate=note))
+        return "duplicate"
+
+    def _fail(self, claimed: Claimed, failure: Failed) -> None:
+        if claimed.keys:
+            self.index.release(claimed.keys, claimed.id)
+        earlier = claimed.postback.meta.get("previous_failures", []) if claimed.postback else []
+        error = {
+            "stage": failure.stage,
+            "error": str(failure),
+            "parts": failure.parts,
+            "attempts": retry.attempts_so_far(claimed.retry) + 1,
+            "history": [*earlier, *claimed.retry.get("errors", [])],
+            "failed_at": utc_now().isoformat(),
+            "notices": record.summaries(claimed.parsed),
+        }
+        self._publish(claimed, self._filing(claimed, State.FAILED, error=error))
+
+
+def claimed_id(path: Path) -> str:
+    return path.name.removesuffix(SUFFIX)
+
+
+def elapsed_ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000
+
+
+def _remove_tree(path: Path) -> None:
+    if not path.is_dir():
+        return
+    for child in sorted(path.rglob("*"), reverse=True):
+        child.rmdir() if child.is_dir() else child.unlink()
+    path.rmdir()

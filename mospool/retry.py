@@ -1,0 +1,60 @@
+"""The media retry schedule, pure: what was tried so far and the new errors in, the next step out.
+
+A transient media failure (connection error, timeout, 5xx, 408, 429) waits ``retry_base_seconds``, doubling
+each time (or a longer ``Retry-After``), at most ``attempts`` tries in all and never later than
+``give_up_after_seconds`` after the first failure. The schedule lives in ``retry.json`` so a restart keeps it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mospool.config import MediaSettings
+
+
+@dataclass(frozen=True)
+class Step:
+    """The schedule after one more failed try: give up, or try again at ``state['next_try_at']``."""
+
+    give_up: bool
+    state: dict[str, Any]  # what retry.json holds from now on
+
+    @property
+    def attempts(self) -> int:
+        return int(self.state["attempts"])
+
+
+def after_failure(
+    previous: Mapping[str, Any],
+    parts: Sequence[Mapping[str, Any]],
+    retry_after: Sequence[float],
+    settings: MediaSettings,
+    now: dt.datetime,
+) -> Step:
+    """The next step once a try failed on ``parts`` (each ``{"url", "error", "permanent"}``)."""
+    attempts = attempts_so_far(previous) + 1
+    first = dt.datetime.fromisoformat(previous.get("first_failure_at") or now.isoformat())
+    delay = max([settings.retry_base_seconds * 2 ** (attempts - 1), *retry_after])
+    next_try = now + dt.timedelta(seconds=delay)
+    state = {
+        "attempts": attempts,
+        "first_failure_at": first.isoformat(),
+        "next_try_at": next_try.isoformat(),
+        "next_try_epoch": next_try.timestamp(),
+        "errors": [*previous.get("errors", []), {"at": now.isoformat(), "parts": list(parts)}],
+    }
+    give_up = (
+        attempts >= settings.attempts or (next_try - first).total_seconds() > settings.give_up_after_seconds
+    )
+    return Step(give_up, state)
+
+
+def attempts_so_far(state: Mapping[str, Any]) -> int:
+    return int(state.get("attempts", 0))
+
+
+def due(state: Mapping[str, Any], now_epoch: float) -> bool:
+    return float(state.get("next_try_epoch", 0)) <= now_epoch
