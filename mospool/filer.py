@@ -48,6 +48,12 @@ class Output(Protocol):
     def published(self, folders: Sequence[Folder]) -> None:
         """After publish and index: cheap and non-blocking (mark a view stale, wake a sender)."""
 
+    def tick(self) -> None:
+        """Called by the worker's loop about once a second, and at the end of a drain: debounced work."""
+
+    def close(self) -> None:
+        """The worker stops: finish or hand back what is in flight."""
+
 
 class Filer:
     def __init__(self, spool: Spool, index: Index, outputs: Sequence[Output] = ()) -> None:
@@ -77,6 +83,14 @@ class Filer:
         filed = read_folder(folder, state)
         self.index.filed(self.relative(folder), filed)
         self.notify([filed])
+
+    def tick(self) -> None:
+        for output in self.outputs:
+            output.tick()
+
+    def close(self) -> None:
+        for output in self.outputs:
+            output.close()
 
     def notify(self, folders: Sequence[Folder]) -> None:
         for output in self.outputs:

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # The startup scan and each rescan take the oldest this-many waiting files: oldest first, flat memory.
 SCAN_BATCH = 5000
 METRICS_EVERY_SECONDS = 5.0
+TICK_SECONDS = 1.0  # how often outputs may do their debounced work (pages)
 EXIT_OBSERVER_DIED = 3
 
 
@@ -43,14 +44,20 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def outputs_for(settings: Settings, spool: Spool, index: Index) -> list[Output]:
+    """What each filed record feeds, by the configuration."""
+    return []
+
+
 class Worker:
-    def __init__(self, settings: Settings, outputs: Sequence[Output] = ()) -> None:
+    def __init__(self, settings: Settings, outputs: Sequence[Output] | None = None) -> None:
         self.settings = settings
         self.spool = Spool(settings.spool.dir)
         self.spool.create()
         self.index = Index(self.spool.root)
         self.metrics = Metrics(settings.monitor.metrics_textfile)
-        self.filer = Filer(self.spool, self.index, outputs)
+        chosen = outputs_for(settings, self.spool, self.index) if outputs is None else outputs
+        self.filer = Filer(self.spool, self.index, chosen)
         self.processor = Processor(settings, self.spool, self.index, self.filer, self.metrics)
         self._in_flight: set[str] = set()
         # Released after a storage error: skipped until the next drain() or periodic rescan, not retried hot.
@@ -59,6 +66,7 @@ class Worker:
         self._stop = threading.Event()
 
     def close(self) -> None:
+        self.filer.close()
         self.index.close()
 
     # --- batch mode
@@ -76,6 +84,7 @@ class Worker:
         with ThreadPoolExecutor(self.settings.worker.concurrency) as pool:
             while batch := self.next_batch():
                 handled += sum(1 for _ in pool.map(self.process, batch))
+        self.filer.tick()
         self.write_metrics()
         return handled
 
@@ -171,16 +180,20 @@ class Worker:
             return self._serve(hints, observer)
         finally:
             observer.stop()
+            self.filer.close()
 
     def _serve(self, hints: queue.SimpleQueue[Path], observer: Any) -> int:
         settings = self.settings.worker
         pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="postback")
         running: set[Future[str]] = set()
-        next_scan, backlog, next_metrics = 0.0, False, 0.0
+        next_scan, backlog, next_metrics, next_tick = 0.0, False, 0.0, 0.0
         while not self._stop.is_set():
             if time.monotonic() >= next_metrics:
                 self.write_metrics()
                 next_metrics = time.monotonic() + METRICS_EVERY_SECONDS
+            if time.monotonic() >= next_tick:
+                self.filer.tick()
+                next_tick = time.monotonic() + TICK_SECONDS
             if not observer.is_alive():
                 log.critical("the inotify observer thread died; exiting so systemd restarts the worker")
                 return EXIT_OBSERVER_DIED
