@@ -75,6 +75,7 @@ class Processor:
         self.index = index
         self.filer = filer
         self.metrics = metrics
+        self.policy = retry.Policy.for_media(settings.media)
 
     def handle(self, claimed: Claimed) -> str:
         """The outcome: processed, duplicate, failed, deferred or already filed. Storage errors propagate."""
@@ -160,7 +161,7 @@ class Processor:
         if any(error.permanent for error in errors):
             raise Failed("media", "; ".join(str(error) for error in errors if error.permanent), parts)
         waits = [error.retry_after for error in errors if error.retry_after]
-        step = retry.after_failure(claimed.retry, parts, waits, self.settings.media, utc_now())
+        step = retry.after_failure(claimed.retry, parts, waits, self.policy, utc_now())
         claimed.retry = step.state
         if step.give_up:
             raise Failed("media", f"gave up after {step.attempts} attempts: {parts[0]['error']}", parts)

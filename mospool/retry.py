@@ -1,8 +1,9 @@
-"""The media retry schedule, pure: what was tried so far and the new errors in, the next step out.
+"""A retry schedule, pure: what was tried so far and the new errors in, the next step out.
 
-A transient media failure (connection error, timeout, 5xx, 408, 429) waits ``retry_base_seconds``, doubling
+A transient failure (for media: connection error, timeout, 5xx, 408, 429) waits ``base_seconds``, doubling
 each time (or a longer ``Retry-After``), at most ``attempts`` tries in all and never later than
-``give_up_after_seconds`` after the first failure. The schedule lives in ``retry.json`` so a restart keeps it.
+``give_up_after_seconds`` after the first failure. The caller keeps the state on disk (media: ``retry.json``)
+so a restart keeps the schedule.
 """
 
 from __future__ import annotations
@@ -13,6 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from mospool.config import MediaSettings
+
+
+@dataclass(frozen=True)
+class Policy:
+    base_seconds: float
+    attempts: int
+    give_up_after_seconds: float
+
+    @classmethod
+    def for_media(cls, settings: MediaSettings) -> Policy:
+        return cls(settings.retry_base_seconds, settings.attempts, settings.give_up_after_seconds)
 
 
 @dataclass(frozen=True)
@@ -31,13 +43,13 @@ def after_failure(
     previous: Mapping[str, Any],
     parts: Sequence[Mapping[str, Any]],
     retry_after: Sequence[float],
-    settings: MediaSettings,
+    policy: Policy,
     now: dt.datetime,
 ) -> Step:
     """The next step once a try failed on ``parts`` (each ``{"url", "error", "permanent"}``)."""
     attempts = attempts_so_far(previous) + 1
     first = dt.datetime.fromisoformat(previous.get("first_failure_at") or now.isoformat())
-    delay = max([settings.retry_base_seconds * 2 ** (attempts - 1), *retry_after])
+    delay = max([policy.base_seconds * 2 ** (attempts - 1), *retry_after])
     next_try = now + dt.timedelta(seconds=delay)
     state = {
         "attempts": attempts,
@@ -46,9 +58,7 @@ def after_failure(
         "next_try_epoch": next_try.timestamp(),
         "errors": [*previous.get("errors", []), {"at": now.isoformat(), "parts": list(parts)}],
     }
-    give_up = (
-        attempts >= settings.attempts or (next_try - first).total_seconds() > settings.give_up_after_seconds
-    )
+    give_up = attempts >= policy.attempts or (next_try - first).total_seconds() > policy.give_up_after_seconds
     return Step(give_up, state)
 
 
