@@ -135,7 +135,7 @@ def test_retry_after_header_stretches_the_delay(origin: Origin, tmp_path: Path) 
 
 
 def test_a_restart_keeps_the_retry_schedule(origin: Origin, tmp_path: Path) -> None:
-    worker = worker_for(tmp_path, retry_base_seconds=0.3)
+    worker = worker_for(tmp_path, retry_base_seconds=3)  # longer than a loaded machine takes to start --once
     url = origin.serve("/later.jpg", Reply(503), Reply(body=JPEG, content_type="image/jpeg"))
     postback_id = publish(worker.spool, mms("mo6", url))
     worker.drain()
@@ -146,7 +146,7 @@ def test_a_restart_keeps_the_retry_schedule(origin: Origin, tmp_path: Path) -> N
     once = [sys.executable, "spool_worker.py", "--config", str(config), "--once"]
     subprocess.run(once, cwd=REPO, check=True)  # a new process, before the retry is due
     assert (tmp_path / "spool" / "deferred" / postback_id).is_dir()
-    time.sleep(0.35)
+    time.sleep(3.05)
     subprocess.run(once, cwd=REPO, check=True)
     assert (worker.spool.record_dir("processed", postback_id) / "media" / "01-later.jpg").read_bytes() == JPEG
 
