@@ -19,10 +19,12 @@ from typing import Any
 from mospool import logs
 from mospool.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
 from mospool.index import Index
+from mospool.outbox import Outbox
 from mospool.spool import SUFFIX, Spool, SpoolError, encode, id_time
 
 FOLDER_STATES = ("processed", "failed", "duplicates")
 FILE_STATES = ("incoming", "work", "deferred")
+DELIVERY_STATES = ("undelivered",)
 
 
 class CommandError(Exception):
@@ -64,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     command("status", status, "counts per state, backlog age, failures; exit 1 when attention is needed")
     listing = command("list", list_state, "list postbacks in one state")
-    listing.add_argument("state", choices=FILE_STATES + FOLDER_STATES)
+    listing.add_argument("state", choices=FILE_STATES + FOLDER_STATES + DELIVERY_STATES)
     listing.add_argument("--since", type=_date, help="YYYY-MM-DD (UTC receive date)")
     listing.add_argument("--limit", type=int, default=50)
     show_cmd = command("show", show, "everything about one postback")
@@ -87,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     purging.add_argument("--state", choices=FOLDER_STATES, action="append")
     purging.add_argument("--dry-run", action="store_true")
     command("reindex", reindex, "rebuild the index from processed/ and duplicates/")
+    redelivering = command("redeliver", redeliver, "put undelivered webhooks back in the outbox")
+    redelivering.add_argument("ids", nargs="*", help="postback ids, or entries <id>.<NNN>")
+    redelivering.add_argument("--all", action="store_true", help="every undelivered webhook")
     return parser
 
 
@@ -164,12 +169,16 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
         alerts.append(f"oldest waiting postback is {oldest:.0f}s old")
     if counts["failed"]:
         alerts.append(f"{counts['failed']} postbacks in failed/")
+    deliveries = _delivery_counts(spool)
+    if deliveries["undelivered"]:
+        alerts.append(f"{deliveries['undelivered']} webhooks in undelivered/ (list undelivered, redeliver)")
     result = {
         "counts": counts,
         "oldest_waiting_seconds": round(oldest, 1),
         "failures": dict(reasons.most_common()),
         "last_processed_at": dt.datetime.fromtimestamp(last, dt.UTC).isoformat() if last else None,
         "free_bytes": spool.free_bytes(),
+        "webhooks": deliveries,
         "attention": alerts,
     }
     return result, 1 if alerts else 0
@@ -178,6 +187,8 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
 def list_state(
     settings: Settings, spool: Spool, args: argparse.Namespace
 ) -> tuple[list[dict[str, Any]], int]:
+    if args.state in DELIVERY_STATES:
+        return _undelivered_rows(spool, args.limit), 0
     if args.state in FILE_STATES:
         rows = [{"id": p.name.removesuffix(SUFFIX), "path": str(p)} for p in _files(spool, args.state)]
         return rows[: args.limit], 0
@@ -330,6 +341,41 @@ def reindex(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple
     return {"records": count}, 0
 
 
+# --- webhook deliveries (mospool.forward)
+
+
+def _delivery_counts(spool: Spool) -> dict[str, int]:
+    outbox = Outbox(spool.root)
+    return {"outbox": outbox.count(outbox.pending), "undelivered": outbox.count(outbox.undelivered)}
+
+
+def _undelivered_rows(spool: Spool, limit: int) -> list[dict[str, Any]]:
+    outbox = Outbox(spool.root)
+    rows = []
+    for name in sorted(outbox.names(outbox.undelivered))[:limit]:
+        parked = outbox.schedule(name, outbox.undelivered)
+        reason, attempts = parked.get("reason"), parked.get("attempts", 1)
+        rows.append({"id": name, "attempts": attempts, "reason": reason, "path": str(outbox.undelivered)})
+    return rows
+
+
+def redeliver(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
+    """Undelivered entries back into outbox/, fresh schedule; the worker sends them at its next rescan."""
+    outbox = Outbox(spool.root)
+    outbox.create()
+    parked = sorted(outbox.names(outbox.undelivered))
+    if not args.all and not args.ids:
+        raise CommandError("redeliver needs postback ids (or entries <id>.<NNN>) or --all")
+    wanted = set(args.ids)
+    chosen = [name for name in parked if args.all or {name, name.rsplit(".", 1)[0]} & wanted]
+    missing = wanted - set(chosen) - {name.rsplit(".", 1)[0] for name in chosen}
+    if missing:
+        raise CommandError(f"not in undelivered/: {', '.join(sorted(missing))}")
+    for name in chosen:
+        outbox.redeliver(name)
+    return [{"id": name, "requeued": str(outbox.entry_path(name))} for name in chosen], 0
+
+
 # --- output for people
 
 
@@ -349,6 +395,8 @@ def _human_status(status: dict[str, Any]) -> str:
     lines.append(f"oldest waiting: {status['oldest_waiting_seconds']:.0f}s")
     lines.append(f"last processed: {status['last_processed_at'] or 'never'}")
     lines.append(f"free space:     {status['free_bytes'] / 2**30:.1f} GiB")
+    webhooks = status["webhooks"]
+    lines.append(f"webhooks:       {webhooks['outbox']} in outbox/, {webhooks['undelivered']} undelivered")
     if status["failures"]:
         lines.append("failures:")
         lines += [f"  {count:>5}  {reason}" for reason, count in status["failures"].items()]
