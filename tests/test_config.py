@@ -76,3 +76,34 @@ def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config_path(None) == Path("/etc/from-env.ini")
     monkeypatch.delenv("MOSPOOL_CONFIG")
     assert config_path(None) == DEFAULT_CONFIG
+
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_forward_is_off_by_default_and_read_when_set(tmp_path: Path) -> None:
+    assert load_settings(DEFAULT_CONFIG).forward.enabled is False
+    text = f"[forward]\nurl = https://app.example.com/hooks\nsecret = {SECRET}\nstates = processed failed"
+    forward = load_settings(write(tmp_path, text)).forward
+    assert forward.enabled
+    assert forward.states == ("processed", "failed")
+    assert forward.secret == SECRET
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("url = https://a.example/h", r"\[forward\] secret is required when \[forward\] url is set"),
+        ("secret = not-a-secret", r"\[forward\] secret = \(hidden\): must be whsec_"),
+        ("secret = whsec_c2hvcnQ=", r"\[forward\] secret = \(hidden\): must be whsec_"),
+        ("url = ftp://a.example/h", r"\[forward\] url = 'ftp://a.example/h': must be an http"),
+        ("states = processed incoming", r"\[forward\] states"),
+        ("concurrency = 0", r"\[forward\] concurrency"),
+    ],
+)
+def test_bad_forward_settings_name_the_key_and_hide_the_secret(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(write(tmp_path, f"[forward]\n{text}"))
+    assert "not-a-secret" not in str(caught.value)

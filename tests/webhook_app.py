@@ -8,6 +8,7 @@ can make it fail a few times, stall past the client's timeout, or refuse.
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import json
 import threading
@@ -36,7 +37,7 @@ class Received:
     timestamp: str
     body: bytes
     payload: Any  # what Webhook.verify returned; None when verification failed
-    seen_before: int  # earlier requests with this webhook-id
+    seen_before: int  # requests with this webhook-id that arrived before this one
     status: int  # what the application answered
 
     @property
@@ -63,7 +64,8 @@ class App:
     def __init__(self, script: Script = ACCEPT, secret: str = SECRET) -> None:
         self.script = script
         self.verifier = Webhook(secret)
-        self.received: list[Received] = []
+        self.received: list[Received] = []  # in the order the answers were decided
+        self._arrivals: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -89,8 +91,10 @@ class App:
             payload = None
         webhook_id = headers.get("webhook-id", "")
         with self._lock:
-            seen = sum(1 for item in self.received if item.webhook_id == webhook_id)
-            reply = self.script(webhook_id, seen) if payload is not None else Reply(401)
+            seen = self._arrivals[webhook_id]
+            self._arrivals[webhook_id] += 1
+        reply = self.script(webhook_id, seen) if payload is not None else Reply(401)  # may block
+        with self._lock:
             stamp = headers.get("webhook-timestamp", "")
             self.received.append(Received(webhook_id, stamp, body, payload, seen, reply.status))
         return reply
