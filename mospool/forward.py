@@ -17,6 +17,7 @@ import datetime as dt
 import heapq
 import json
 import logging
+import queue
 import threading
 import time
 import urllib.parse
@@ -186,8 +187,10 @@ class Forwarder:
         self._known: set[str] = set()  # scheduled or in flight
         self._in_flight: set[str] = set()
         self._hinted: set[str] = set()  # hinted while in flight: try again right after
+        self._retried: set[str] = set()  # entries with a schedule file (the others need no read or unlink)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._removals: queue.SimpleQueue[str | None] | None = None  # set while the threads run
 
     # --- Output
 
@@ -196,8 +199,9 @@ class Forwarder:
             return
         record_dir = self.spool.record_dir(filing.state, filing.spool_id)
         bodies = request_bodies(filing, record_dir, self.settings.media_base_url, self.spool.root)
+        record = record_dir.relative_to(self.spool.root).as_posix()
         for position, body in enumerate(bodies, 1):
-            entry = Entry(filing.spool_id, position, str(filing.state), body)
+            entry = Entry(filing.spool_id, position, str(filing.state), body, record)
             batch.write(self.outbox.entry_path(entry.name), entry.to_bytes())
 
     def published(self, folders: Sequence[Folder]) -> None:
@@ -219,12 +223,23 @@ class Forwarder:
         deadline = time.monotonic() + self.settings.timeout_seconds + 1
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
+        if self._removals is not None:
+            self._removals.put(None)
+            self._remover.join(max(deadline - time.monotonic(), 1.0))
         self.client.close()
+
+    def scheduled(self) -> int:
+        """Entries this forwarder knows of and has not finished with (waiting for a try, or in flight)."""
+        with self._cond:
+            return len(self._known)
 
     # --- background delivery
 
     def start(self) -> None:
         self.rescan()
+        self._removals = queue.SimpleQueue()
+        self._remover = threading.Thread(target=self._remove_loop, name="webhook-remove", daemon=True)
+        self._remover.start()
         for number in range(self.settings.concurrency):
             self._spawn(self._send_loop, f"webhook-{number}")
         self._spawn(self._rescan_loop, "webhook-rescan")
@@ -265,14 +280,14 @@ class Forwarder:
     def rescan(self) -> None:
         """Schedule every entry of outbox/ not known yet, at its stored next try; refresh the gauges."""
         self.outbox.clean()
-        pending = 0
-        for name in self.outbox.names(self.outbox.pending):
-            pending += 1
-            with self._cond:
-                known = name in self._known
-            if not known:
-                self._schedule(name, float(self.outbox.schedule(name).get("next_try_epoch", 0.0)))
-        self._set_gauges(pending)
+        entries, scheduled = self.outbox.scan()
+        with self._cond:
+            self._retried |= scheduled
+            new = [name for name in entries if name not in self._known]
+        for name in new:
+            when = self.outbox.schedule(name).get("next_try_epoch", 0.0) if name in scheduled else 0.0
+            self._schedule(name, float(when))
+        self._set_gauges(len(entries))
 
     def _schedule(self, name: str, when: float) -> None:
         with self._cond:
@@ -317,17 +332,41 @@ class Forwarder:
 
     def _attempt(self, name: str) -> str:
         """Try one entry, keep the bookkeeping right whatever happens; returns the outcome."""
-        again_at: float | None = None
         try:
             outcome, again_at = self._deliver(name)
         except Exception:  # one bad entry must never stop a sender thread
             log.exception("webhook %s: unexpected error; tried again at the next rescan", name)
-            outcome = "error"
-        finally:
-            self._finished(name, again_at)
+            outcome, again_at = "error", None
         if self.metrics is not None and outcome in ("delivered", "retry", "undelivered", "dropped"):
             self.metrics.delivered(outcome)
+        if outcome == "delivered" and self._removals is not None:
+            self._removals.put(name)  # the remover thread deletes it, then forgets it
+            return outcome
+        try:
+            if outcome == "delivered":
+                self._remove(name)
+        finally:
+            self._finished(name, again_at)
         return outcome
+
+    def _remove(self, name: str) -> None:
+        """After a 2xx: the entry (and its schedule, if it has one) go."""
+        with self._cond:
+            retried = name in self._retried
+        self.outbox.remove(name, scheduled=retried)
+        self._forget_schedule(name)
+
+    def _remove_loop(self) -> None:
+        """Deletes delivered entries off the senders' path: on a busy disk an unlink can take longer than
+        a POST. An entry stays known (never sent again) until it is gone."""
+        assert self._removals is not None
+        while (name := self._removals.get()) is not None:
+            try:
+                self._remove(name)
+            except OSError as exc:  # it stays in outbox/: sent again later, with the same webhook-id
+                log.error("webhook %s: delivered, but the entry could not be removed: %s", name, exc)
+            finally:
+                self._finished(name, None)
 
     def _deliver(self, name: str) -> tuple[str, float | None]:
         """(outcome, when to try again or None)."""
@@ -337,24 +376,26 @@ class Forwarder:
             return "gone", None
         except ValueError:  # written before a crash that came before its record was published
             return "not filed", None
-        folder = self.spool.filed(entry.spool_id)
-        if folder is None:
-            return "not filed", None
-        state = folder.parent.parent.name
-        if state not in self.settings.states:
-            log.info("webhook %s: record is in %s/, not forwarded; entry dropped", entry.webhook_id, state)
-            self.outbox.remove(name)
-            return "dropped", None
+        if not (entry.record and (self.spool.root / entry.record).is_dir()):  # not where prepare() put it
+            folder = self.spool.filed(entry.spool_id)
+            if folder is None:
+                return "not filed", None
+            state = folder.parent.parent.name
+            if entry.record or state not in self.settings.states:
+                log.info("webhook %s: record is in %s/, not forwarded; dropped", entry.webhook_id, state)
+                self.outbox.remove(name)
+                return "dropped", None
         return self._post(name, entry)
 
     def _post(self, name: str, entry: Entry) -> tuple[str, float | None]:
-        schedule = self.outbox.schedule(name)
+        with self._cond:
+            retried = name in self._retried
+        schedule = self.outbox.schedule(name) if retried else {}
         started = time.monotonic()
         answer = self.client.post(entry)
         attempt = retry.attempts_so_far(schedule) + 1
         elapsed_ms = (time.monotonic() - started) * 1000
         if answer.delivered:
-            self.outbox.remove(name)
             log.info(
                 "webhook %s delivered: %s attempt=%d ms=%.1f",
                 entry.webhook_id,
@@ -372,6 +413,8 @@ class Forwarder:
             reason = f"gave up after {step.attempts} attempts: {answer.detail}"
             return self._park(name, entry, step.state, reason), None
         self.outbox.set_schedule(name, step.state)
+        with self._cond:
+            self._retried.add(name)
         log.warning(
             "webhook %s: %s attempt=%d ms=%.1f; next try at %s",
             entry.webhook_id,
@@ -384,8 +427,13 @@ class Forwarder:
 
     def _park(self, name: str, entry: Entry, schedule: dict[str, Any], reason: str) -> str:
         self.outbox.park(name, schedule, reason)
+        self._forget_schedule(name)
         log.error("webhook %s undelivered, parked in undelivered/: %s", entry.webhook_id, reason)
         return "undelivered"
+
+    def _forget_schedule(self, name: str) -> None:
+        with self._cond:
+            self._retried.discard(name)
 
     def _set_gauges(self, pending: int) -> None:
         if self.metrics is not None:

@@ -52,6 +52,7 @@ class Entry:
     position: int
     state: str
     body: bytes
+    record: str = ""  # the record folder, relative to the spool, where the filer publishes it
 
     @property
     def name(self) -> str:
@@ -67,6 +68,7 @@ class Entry:
             "spool_id": self.spool_id,
             "position": self.position,
             "state": self.state,
+            "record": self.record,
             "body": self.body.decode(),
         }
         return json.dumps(value, indent=2, ensure_ascii=False).encode() + b"\n"
@@ -76,7 +78,8 @@ class Entry:
         """Raises ValueError (or KeyError/TypeError as ValueError) when the file is not a whole entry."""
         try:
             value = json.loads(data)
-            return cls(value["spool_id"], int(value["position"]), value["state"], value["body"].encode())
+            spool_id, position, state = value["spool_id"], int(value["position"]), value["state"]
+            return cls(spool_id, position, state, value["body"].encode(), value.get("record", ""))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not an outbox entry: {exc}") from exc
 
@@ -111,6 +114,17 @@ class Outbox:
                 if _is_entry(item.name):
                     yield item.name.removesuffix(ENTRY_SUFFIX)
 
+    def scan(self) -> tuple[list[str], set[str]]:
+        """outbox/'s entries, and those of them that have a schedule (were tried before), in one pass."""
+        entries, scheduled = [], set()
+        with os.scandir(self.pending) as found:
+            for item in found:
+                if _is_entry(item.name):
+                    entries.append(item.name.removesuffix(ENTRY_SUFFIX))
+                elif item.name.endswith(SCHEDULE_SUFFIX):
+                    scheduled.add(item.name.removesuffix(SCHEDULE_SUFFIX))
+        return entries, scheduled & set(entries)
+
     def count(self, folder: Path) -> int:
         return sum(1 for _ in self.names(folder))
 
@@ -134,10 +148,11 @@ class Outbox:
         Spool.write_new(temp, json.dumps(state, indent=2).encode() + b"\n")
         os.rename(temp, target)
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, scheduled: bool = True) -> None:
         """Delivered (or not to be delivered): the entry first, so a crash leaves at most a stray schedule."""
         self.entry_path(name).unlink(missing_ok=True)
-        self.schedule_path(name).unlink(missing_ok=True)
+        if scheduled:
+            self.schedule_path(name).unlink(missing_ok=True)
 
     def park(self, name: str, schedule: dict[str, Any], reason: str) -> None:
         """Give up on an entry: its history and reason, then the entry itself, into undelivered/."""
