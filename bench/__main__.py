@@ -6,7 +6,7 @@ import argparse
 import os
 import platform
 
-from bench import receiver_bench, worker_bench
+from bench import forward_bench, receiver_bench, worker_bench
 from bench.filesystem import fresh_ext4
 
 
@@ -68,6 +68,16 @@ def run(scale: int, quick: bool) -> None:
             ">= 0.8 x origin alone",
         ),
     ]
+    webhooks = forward_bench.measure(2_000 // scale, concurrency=4, rounds=3 if quick else 5)
+    rows.append(
+        (
+            f"webhooks, {2_000 // scale} x 4 conns: deliveries/s",
+            webhooks["mospool"],
+            webhooks["baseline"],
+            None,
+            ">= 0.8 x plain urllib3 pool",
+        )
+    )
     print()
     print(
         f"| {'figure':<52} | {'mo-spool':>9} | {'baseline':>9} | {'ratio':>6} | {'hello (a)':>9} | target |"

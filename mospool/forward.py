@@ -17,6 +17,7 @@ import datetime as dt
 import heapq
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -153,6 +154,8 @@ class WebhookClient:
         detail = f"HTTP {response.status} {response.reason or ''}".strip()
         if text.strip():
             detail += f": {text.strip()[:200]}"
+        if 200 <= response.status < 300:
+            return Answer(response.status, detail)
         return Answer(response.status, detail, retry.retry_after_seconds(response.headers.get("Retry-After")))
 
     def close(self) -> None:
@@ -376,7 +379,8 @@ class Forwarder:
             return "gone", None
         except ValueError:  # written before a crash that came before its record was published
             return "not filed", None
-        if not (entry.record and (self.spool.root / entry.record).is_dir()):  # not where prepare() put it
+        published = entry.record and os.path.isdir(f"{self.spool.root}/{entry.record}")  # noqa: PTH112
+        if not published:  # not (yet) where prepare() expected it
             folder = self.spool.filed(entry.spool_id)
             if folder is None:
                 return "not filed", None

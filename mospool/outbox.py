@@ -130,7 +130,7 @@ class Outbox:
 
     def read(self, name: str, folder: Path | None = None) -> Entry:
         """Raises FileNotFoundError when gone, ValueError when not a whole entry."""
-        return Entry.from_bytes(self.entry_path(name, folder).read_bytes())
+        return Entry.from_bytes(_read_whole(f"{folder or self.pending}/{name}{ENTRY_SUFFIX}"))
 
     def schedule(self, name: str, folder: Path | None = None) -> dict[str, Any]:
         try:
@@ -185,6 +185,18 @@ class Outbox:
         if item.name.endswith(SCHEDULE_SUFFIX):
             return not self.entry_path(item.name.removesuffix(SCHEDULE_SUFFIX), folder).exists()
         return False
+
+
+def _read_whole(path: str) -> bytes:
+    """A small file's bytes with three system calls: once per delivery, where pathlib's cost shows."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def _is_entry(file_name: str) -> bool:
