@@ -144,7 +144,11 @@ class WebhookClient:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             return Answer(None, f"{type(exc).__name__}: {exc}")
         try:
-            text = response.read(RESPONSE_LIMIT).decode("utf-8", "replace")
+            text = (
+                ""
+                if response.length_remaining == 0
+                else response.read(RESPONSE_LIMIT).decode("utf-8", "replace")
+            )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             text = f"(answer unreadable: {type(exc).__name__})"
         finally:

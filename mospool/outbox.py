@@ -150,7 +150,8 @@ class Outbox:
 
     def remove(self, name: str, scheduled: bool = True) -> None:
         """Delivered (or not to be delivered): the entry first, so a crash leaves at most a stray schedule."""
-        self.entry_path(name).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{self.pending}/{name}{ENTRY_SUFFIX}")  # noqa: PTH108 (once per delivery: no pathlib)
         if scheduled:
             self.schedule_path(name).unlink(missing_ok=True)
 
