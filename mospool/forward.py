@@ -109,22 +109,29 @@ class Answer:
 
 
 class WebhookClient:
-    """One pooled HTTP client for every sender thread; signs each try with a fresh timestamp."""
+    """One pooled HTTP client for every sender thread; signs each try with a fresh timestamp.
+
+    Every request goes to the one configured URL, so the senders use its connection pool directly, skipping
+    the PoolManager's per-request URL parsing and pool look-up (a tenth of a delivery's CPU in the bench).
+    """
 
     def __init__(self, settings: ForwardSettings) -> None:
         self.url = settings.url
         self.signer = Webhook(settings.secret)
-        self.pool = urllib3.PoolManager(
-            num_pools=4,
+        self.manager = urllib3.PoolManager(
+            num_pools=1,
             maxsize=settings.concurrency,
             retries=False,
             timeout=urllib3.Timeout(total=settings.timeout_seconds),
-            headers={"User-Agent": USER_AGENT},
         )
+        self.pool = self.manager.connection_from_url(settings.url)
+        parts = urllib.parse.urlsplit(settings.url)
+        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
     def headers(self, entry: Entry, now: float) -> dict[str, str]:
         stamp = dt.datetime.fromtimestamp(int(now), dt.UTC)
         return {
+            "User-Agent": USER_AGENT,
             "Content-Type": "application/json",
             "webhook-id": entry.webhook_id,
             "webhook-timestamp": str(int(now)),
@@ -133,9 +140,9 @@ class WebhookClient:
 
     def post(self, entry: Entry) -> Answer:
         try:
-            response = self.pool.request(
+            response = self.pool.urlopen(
                 "POST",
-                self.url,
+                self.target,
                 body=entry.body,
                 headers=self.headers(entry, time.time()),
                 redirect=False,
@@ -163,7 +170,7 @@ class WebhookClient:
         return Answer(response.status, detail, retry.retry_after_seconds(response.headers.get("Retry-After")))
 
     def close(self) -> None:
-        self.pool.clear()
+        self.manager.clear()
 
 
 # --- the output
