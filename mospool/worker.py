@@ -90,6 +90,7 @@ class Worker:
         self.spool.create()
         self.index = Index(self.spool.root)
         self.metrics = Metrics(settings.monitor.metrics_textfile)
+        self.media = media.Fetcher(settings.media)  # shared by every postback thread: one download pool
         self._in_flight: set[str] = set()
         # Released after a storage error: skipped until the next drain() or periodic rescan, not retried hot.
         self._released: set[str] = set()
@@ -97,6 +98,7 @@ class Worker:
         self._stop = threading.Event()
 
     def close(self) -> None:
+        self.media.close()
         self.index.close()
 
     # --- batch mode
@@ -255,7 +257,7 @@ class Worker:
         urls = [part["url"] for message in wanted for part in message["media"]]
         if not urls:
             return
-        results = media.fetch_all(urls, claimed.build, self.settings.media)
+        results = self.media.fetch_all(urls, claimed.build)
         errors = [result for result in results if isinstance(result, media.MediaError)]
         if errors:
             self._media_failed(claimed, errors)
