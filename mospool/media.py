@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -155,11 +155,16 @@ class Fetcher:
         media_dir.mkdir(mode=0o750, exist_ok=True)
         for leftover in media_dir.glob(".*.part"):  # a download a crash cut short: fetched again below
             leftover.unlink()
-        jobs = [
-            self._downloads.submit(self._fetch_or_reuse, url, index, media_dir)
-            for index, url in enumerate(urls, 1)
+        try:
+            jobs = [
+                self._downloads.submit(self._fetch_or_reuse, url, index, media_dir)
+                for index, url in enumerate(urls, 1)
+            ]
+        except RuntimeError:  # close() came first
+            return [_stopped(url) for url in urls]
+        return [
+            _stopped(url) if job.cancelled() else job.result() for job, url in zip(jobs, urls, strict=True)
         ]
-        return [job.result() for job in jobs]
 
     def _fetch_or_reuse(self, url: str, index: int, media_dir: Path) -> MediaFile | MediaError:
         done = sorted(media_dir.glob(f"{index:02d}-*"))
@@ -316,6 +321,18 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
 
 
 # --- the response
+
+
+def _outcome(job: Future[MediaFile | MediaError], url: str) -> MediaFile | MediaError:
+    try:
+        return job.result()
+    except CancelledError:
+        return _stopped(url)
+
+
+def _stopped(url: str) -> MediaError:
+    """A part close() dropped before it started: tried again later, like any transient failure."""
+    return MediaError(url, "not fetched: the worker was stopping", permanent=False)
 
 
 def _remaining(url: str, deadline: float) -> float:

@@ -461,3 +461,28 @@ def test_https_refuses_a_certificate_that_does_not_prove_the_host(
         assert origin.requests == []
     assert caught.value.permanent is False
     assert list(media_dir.iterdir()) == []
+
+
+def test_close_drops_queued_parts_as_transient_and_lets_the_running_one_finish(
+    origin: Origin, tmp_path: Path
+) -> None:
+    release = threading.Barrier(2, timeout=10)
+    running = origin.serve("/running.jpg", Reply(body=b"done", rendezvous=release))
+    queued = origin.serve("/queued.jpg", Reply(body=b"never asked for"))
+    fetcher = Fetcher(MediaSettings(allow_private_networks=True, parallel_downloads=1))
+    results: list[MediaFile | MediaError] = []
+    postback = threading.Thread(target=lambda: results.extend(fetcher.fetch_all([running, queued], tmp_path)))
+    postback.start()
+    deadline = time.monotonic() + 10
+    while origin.seen("/running.jpg") == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    fetcher.close()  # the one download thread is busy with /running.jpg: /queued.jpg is still queued
+    release.wait()
+    postback.join()
+    done, dropped = results
+    assert isinstance(done, MediaFile) and done.bytes == 4
+    assert isinstance(dropped, MediaError) and not dropped.permanent and "stopping" in str(dropped)
+    assert origin.seen("/queued.jpg") == 0
+    (tmp_path / "later").mkdir()
+    after = fetcher.fetch_all([queued], tmp_path / "later")
+    assert [str(error) for error in after] == ["not fetched: the worker was stopping"]
