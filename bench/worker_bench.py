@@ -2,8 +2,9 @@
 
 - no media: `spool_worker.py --once` over N waiting postbacks, against a minimal durable filer (read the file,
   json.loads, write one file, fsync, rename, fsync the directory) over the same postbacks;
-- with media: N postbacks with two parts each from a local HTTPS origin that adds 100 ms per request, against a
-  pooled plain client (urllib3's PoolManager) fetching the same files over the same number of connections;
+- with media: N postbacks with two parts each from a local HTTPS origin that adds 100 ms per request, against
+  a pooled plain client (bench/pooled_client.py: urllib3's PoolManager) fetching the same files over the same
+  number of connections, each client in its own process;
 - scale: peak memory and time to the first record with 100,000 waiting.
 """
 
@@ -17,10 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import urllib3
 
 from bench.media_origin import MediaOrigin
 from mospool.spool import encode, new_id
@@ -110,7 +108,8 @@ def bench_no_media(count: int) -> dict[str, float]:
 
 
 def bench_media(count: int, parallel: int) -> dict[str, float]:
-    """The worker with `parallel` downloads in all against a urllib3 PoolManager with `parallel` connections."""
+    """The worker with `parallel` downloads in all against a urllib3 PoolManager with `parallel` connections,
+    each in its own process (start-up included), the origin in this one."""
     with tempfile.TemporaryDirectory() as tmp, MediaOrigin(Path(tmp) / "tls") as origin:
         root = Path(tmp)
         spool = root / "spool"
@@ -119,13 +118,10 @@ def bench_media(count: int, parallel: int) -> dict[str, float]:
         config = write_config(root, spool, concurrency=parallel, parallel_downloads=parallel)
         worker_seconds = run_once(config, env={"SSL_CERT_FILE": str(origin.ca)})  # trust the origin's CA
         worker_connections = origin.take_connections()
-        urls = [f"{origin.base_url}/{n}/{name}" for n in range(count) for name in ("photo.jpg", "note.txt")]
-        client = urllib3.PoolManager(maxsize=parallel, block=True, ca_certs=str(origin.ca), retries=False)
+        baseline = [sys.executable, "-m", "bench.pooled_client", origin.base_url, str(count), str(parallel)]
         started = time.perf_counter()
-        with ThreadPoolExecutor(parallel) as pool:
-            list(pool.map(lambda url: client.request("GET", url).data, urls))
+        subprocess.run([*baseline, str(origin.ca)], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         baseline_seconds = time.perf_counter() - started
-        client.clear()
         baseline_connections = origin.take_connections()
     return {
         "mospool": count / worker_seconds,
