@@ -162,9 +162,7 @@ class Fetcher:
             ]
         except RuntimeError:  # close() came first
             return [_stopped(url) for url in urls]
-        return [
-            _stopped(url) if job.cancelled() else job.result() for job, url in zip(jobs, urls, strict=True)
-        ]
+        return [_outcome(job, url) for job, url in zip(jobs, urls, strict=True)]
 
     def _fetch_or_reuse(self, url: str, index: int, media_dir: Path) -> MediaFile | MediaError:
         done = sorted(media_dir.glob(f"{index:02d}-*"))
