@@ -57,7 +57,7 @@ class MediaSettings:
     allowed_hosts: tuple[str, ...] = ()
     allow_private_networks: bool = False
     max_redirects: int = 3
-    parallel_downloads: int = 4
+    parallel_downloads: int = 8  # for the whole worker, across postbacks: 4 postbacks (concurrency) x 2 parts
     attempts: int = 6
     retry_base_seconds: float = 30.0
     give_up_after_seconds: float = 6 * 3600.0

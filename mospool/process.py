@@ -68,9 +68,16 @@ class Processor:
     """Turns one claimed postback into a filed record; ``handle`` is the single catch boundary."""
 
     def __init__(
-        self, settings: Settings, spool: Spool, index: Index, filer: Filer, metrics: Metrics
+        self,
+        settings: Settings,
+        spool: Spool,
+        index: Index,
+        filer: Filer,
+        metrics: Metrics,
+        fetcher: media.Fetcher,
     ) -> None:
         self.settings = settings
+        self.fetcher = fetcher
         self.spool = spool
         self.index = index
         self.filer = filer
@@ -141,7 +148,7 @@ class Processor:
         urls = [part["url"] for message in wanted for part in message["media"]]
         if not urls:
             return
-        results = media.fetch_all(urls, claimed.build, self.settings.media)
+        results = self.fetcher.fetch_all(urls, claimed.build)
         errors = [result for result in results if isinstance(result, media.MediaError)]
         if errors:
             self._media_failed(claimed, errors)
