@@ -182,6 +182,7 @@ class Worker:
             return self._serve(hints, observer)
         finally:
             observer.stop()
+            self.media.close()  # parts still queued come back as transient: their postbacks are retried
             self.filer.close()
 
     def _serve(self, hints: queue.SimpleQueue[Path], observer: Any) -> int:
