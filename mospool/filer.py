@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mospool.index import Index
+from mospool.metrics import Metrics
 from mospool.record import RETRY, Filing, Folder, read_folder
 from mospool.spool import Spool, State, fsync_dir, write_file
 
@@ -67,9 +68,10 @@ class _Job:
 
 
 class Filer:
-    def __init__(self, spool: Spool, index: Index, outputs: Sequence[Output] = ()) -> None:
+    def __init__(self, spool: Spool, index: Index, metrics: Metrics, outputs: Sequence[Output] = ()) -> None:
         self.spool = spool
         self.index = index
+        self.metrics = metrics
         self.outputs = list(outputs)
         self._cond = threading.Condition()
         self._waiting: list[_Job] = []
@@ -140,6 +142,7 @@ class Filer:
             for job in group:
                 job.error = job.error or exc
             return
+        self.metrics.commits.inc()
         self.notify(placed)
         for job in group:
             if job.error is None:
