@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,7 @@ PACE_SECONDS = 0.01  # between one sender's postbacks: the worker keeps up, so a
 RESEND_SHARE = 0.1  # Sinch resends an acknowledged postback now and then: a duplicate to file once
 POSTBACK_LIMIT = 20_000  # per run, a bound on the load however long a run takes
 CUTS = 4
+FILED_BEFORE_CUTS = 20
 MUTANT_CUTS = 2
 SEED = int.from_bytes(os.urandom(4))
 
@@ -215,6 +217,8 @@ def power_cuts(
         try:
             for sender in senders:
                 sender.start()
+            if with_worker:  # cut once the worker is filing, so that the cuts find its work too
+                wait_until_filed(tmp_path / "live" / "spool", FILED_BEFORE_CUTS)
             for number in range(count):
                 time.sleep(chooser.uniform(0.4, 1.6))
                 cuts.append(cut(device, backing, tmp_path / f"cut-{number}.img", services, ledger))
@@ -224,6 +228,13 @@ def power_cuts(
             for sender in senders:
                 sender.join(timeout=30)
     return cuts, ledger
+
+
+def wait_until_filed(spool: Path, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list(spool.glob("processed/*/*"))) < count:
+        assert time.monotonic() < deadline, f"the worker filed fewer than {count} records in {timeout}s"
+        time.sleep(0.1)
 
 
 def cut(device: str, backing: Path, copy: Path, services: Services, ledger: Ledger) -> Cut:
@@ -244,6 +255,8 @@ def cut(device: str, backing: Path, copy: Path, services: Services, ledger: Ledg
 @dataclass
 class Verdict:
     checked: int = 0
+    waiting: int = 0  # postbacks the worker had not filed at the cut: only the receiver's fsyncs kept them
+    duplicates: int = 0
     lost: list[str] = field(default_factory=list)  # acknowledged, not in processed/
     doubled: list[str] = field(default_factory=list)  # in processed/ more than once
     altered: list[str] = field(default_factory=list)  # body.* not the bytes sent
@@ -254,9 +267,12 @@ def recover_and_inspect(fstype: str, copy: Path, acknowledged: dict[str, bytes],
     with powercut.mounted_copy(fstype, copy, tmp_path / "recovered") as root:
         spool = root / "spool"
         config = write_config(tmp_path / "recovered.ini", spool, CONFIG)
+        waiting = len(list(spool.glob("incoming/*.postback")) + list(spool.glob("work/*.postback")))
         once = [sys.executable, "spool_worker.py", "--config", str(config), "--once"]
         subprocess.run(once, cwd=REPO, check=True, timeout=90)
-        return inspect(spool, acknowledged)
+        verdict = inspect(spool, acknowledged)
+        verdict.waiting = waiting
+        return verdict
 
 
 def inspect(spool: Path, acknowledged: dict[str, bytes]) -> Verdict:
@@ -276,6 +292,7 @@ def inspect(spool: Path, acknowledged: dict[str, bytes]) -> Verdict:
     for folder in spool.glob("failed/*/*"):
         require(verdict, (folder / "error.json").is_file(), f"{folder}: no error.json")
     for folder in spool.glob("duplicates/*/*"):
+        verdict.duplicates += 1
         for name in ("duplicate.json", "request.json"):
             require(verdict, (folder / name).is_file(), f"{folder}: no {name}")
     check_files(spool, verdict)
@@ -292,7 +309,9 @@ def check_processed_folder(folder: Path, verdict: Verdict) -> list[str]:
     require(verdict, bool(messages), f"{folder}: no message.json")
     trackings = []
     for path in messages:
-        message = json.loads(path.read_bytes())
+        message = read_json(path, verdict)
+        if message is None:
+            continue
         trackings.append(str(message["tracking_id"]))
         for part in message.get("media") or []:
             media = folder / part["file"]
@@ -310,11 +329,12 @@ def check_files(spool: Path, verdict: Verdict) -> None:
                 continue
             half = path.stat().st_size == 0 or path.name.startswith(".") or path.suffix in (".part", ".tmp")
             require(verdict, not half, f"{path}: looks half-written")
-            if path.suffix == ".json":
-                try:
-                    json.loads(path.read_bytes())
-                except ValueError:
-                    verdict.broken.append(f"{path}: not JSON")
+            if (
+                path.suffix == ".json"
+                and path.name != "message.json"
+                and not path.name.startswith("message-")
+            ):
+                read_json(path, verdict)  # messages were read (and checked) with their folder
     for state in ("incoming", "work", "deferred"):
         left = sorted(path.name for path in (spool / state).iterdir())
         require(verdict, not left, f"{state}/ still holds {left[:3]} after the worker's pass")
@@ -346,6 +366,18 @@ def check_index(spool: Path, filed: dict[str, list[Path]], verdict: Verdict) -> 
     )
 
 
+def read_json(path: Path, verdict: Verdict) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_bytes())
+    except ValueError:
+        verdict.broken.append(f"{path}: not JSON")
+        return None
+    if not isinstance(value, dict):
+        verdict.broken.append(f"{path}: not a JSON object")
+        return None
+    return value
+
+
 def require(verdict: Verdict, condition: bool, problem: str) -> None:
     if not condition:
         verdict.broken.append(problem)
@@ -375,8 +407,10 @@ def test_power_cut_loses_nothing_acknowledged(
     with capsys.disabled():
         print(
             f"\npower-cut suite ({fstype}): {len(cuts)} cuts, {sum(v.checked for v in verdicts)} acknowledged"
-            f" postbacks checked (per cut {[v.checked for v in verdicts]}), lost {lost}; {ledger.sent} requests"
-            f" sent, {ledger.resent} resent after a 200; seed {SEED}; {time.monotonic() - started:.1f}s"
+            f" postbacks checked (per cut {[v.checked for v in verdicts]}; not yet filed at the cut"
+            f" {[v.waiting for v in verdicts]}), lost {lost}; duplicates filed {[v.duplicates for v in verdicts]};"
+            f" {ledger.sent} requests sent, {ledger.resent} resent after a 200; seed {SEED};"
+            f" {time.monotonic() - started:.1f}s"
         )
     assert len(cuts) == CUTS
     for number, verdict in enumerate(verdicts):
@@ -388,36 +422,74 @@ def test_power_cut_loses_nothing_acknowledged(
     assert verdicts[-1].checked > verdicts[0].checked  # the load ran across the cuts
 
 
-def source_without_file_fsync(tmp_path: Path) -> Path:
-    source = tmp_path / "mutant"
-    for name in ("app.py", "spool_worker.py"):
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, source / name)
-    shutil.copytree(REPO / "mospool", source / "mospool", ignore=shutil.ignore_patterns("__pycache__"))
-    spool_py = source / "mospool" / "spool.py"
-    text = spool_py.read_text()
-    assert text.count(FILE_FSYNC) == 1, "Spool.write_new changed: point the mutation at its file fsync again"
-    spool_py.write_text(text.replace(FILE_FSYNC, FILE_FSYNC_REMOVED))
-    return source
+@dataclass(frozen=True)
+class Mutant:
+    """The project's source with one textual change that breaks durability."""
+
+    name: str
+    file: str
+    original: str
+    replacement: str
+    with_worker: bool  # whether the worker runs during the load
+
+    def source(self, tmp_path: Path) -> Path:
+        source = tmp_path / "mutant"
+        source.mkdir()
+        for name in ("app.py", "spool_worker.py"):
+            shutil.copy2(REPO / name, source / name)
+        shutil.copytree(REPO / "mospool", source / "mospool", ignore=shutil.ignore_patterns("__pycache__"))
+        path = source / self.file
+        text = path.read_text()
+        assert text.count(self.original) == 1, (
+            f"{self.file} changed: point the {self.name} mutation at it again"
+        )
+        path.write_text(text.replace(self.original, self.replacement))
+        return source
+
+
+MUTANTS = [
+    # The worker does not run: its fsyncs would make the receiver's files durable by the way and hide the
+    # fault. With writeback off nothing else writes a file's data before the cut, so every acknowledged file
+    # still waiting is empty after it.
+    Mutant(
+        "receiver without its file fsync",
+        "mospool/spool.py",
+        "            os.fsync(fd)\n        except BaseException:",
+        "            pass\n        except BaseException:",
+        with_worker=False,
+    ),
+    # A worker that files records without syncing them: they are published (the receiver's and the index's
+    # fsyncs commit the renames), but their files' data never reached the disk. Patched at the entry point so
+    # it holds however the worker's filing is written inside.
+    Mutant(
+        "worker without fsyncs",
+        "spool_worker.py",
+        'log = logging.getLogger("mospool.spool_worker")\n',
+        'log = logging.getLogger("mospool.spool_worker")\nos.fsync = os.fdatasync = lambda fd: None\n',
+        with_worker=True,
+    ),
+]
 
 
 @pytest.mark.timeout(170)
+@pytest.mark.parametrize("mutant", MUTANTS, ids=lambda mutant: mutant.name.replace(" ", "-"))
 @pytest.mark.parametrize("fstype", ["ext4", "xfs"])
 def test_power_cut_finds_a_missing_fsync(
-    fstype: str, sysctls: None, origin: Origin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fstype: str,
+    mutant: Mutant,
+    sysctls: None,
+    origin: Origin,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The receiver without its file fsync: the same cuts now find acknowledged postbacks lost.
-
-    The worker is not running: its fsyncs (and a filed record's) would make the receiver's files durable by
-    the way and hide the fault; with writeback off nothing else writes the files' data before the cut.
-    """
-    source = source_without_file_fsync(tmp_path)
-    cuts, _ = power_cuts(fstype, source, tmp_path, origin, MUTANT_CUTS, with_worker=False)
+    """The same cuts, run with a mutant of the source, find acknowledged postbacks lost or altered."""
+    cuts, _ = power_cuts(fstype, mutant.source(tmp_path), tmp_path, origin, MUTANT_CUTS, mutant.with_worker)
     verdicts = [recover_and_inspect(fstype, one.copy, one.acknowledged, tmp_path) for one in cuts]
     with capsys.disabled():
         print(
-            f"\npower-cut suite ({fstype}, receiver without its file fsync): {len(cuts)} cuts,"
-            f" acknowledged {[v.checked for v in verdicts]}, lost {[len(v.lost) for v in verdicts]}"
+            f"\npower-cut suite ({fstype}, {mutant.name}): {len(cuts)} cuts, acknowledged"
+            f" {[v.checked for v in verdicts]}, lost {[len(v.lost) for v in verdicts]},"
+            f" altered {[len(v.altered) for v in verdicts]}, other faults {[len(v.broken) for v in verdicts]}"
         )
     assert all(verdict.checked > 0 for verdict in verdicts)
-    assert any(verdict.lost for verdict in verdicts), "a missing fsync went unnoticed"
+    assert any(verdict.lost or verdict.altered for verdict in verdicts), f"{mutant.name} went unnoticed"
