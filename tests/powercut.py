@@ -72,7 +72,10 @@ def mounted(device: str, mount_point: Path, fstype: str, options: str) -> Iterat
     try:
         yield mount_point
     finally:
-        run("umount", str(mount_point))
+        try:
+            run("umount", str(mount_point))
+        except subprocess.CalledProcessError:  # still busy after a failure: detach it so the device frees
+            run("umount", "--lazy", str(mount_point))
 
 
 @contextlib.contextmanager
