@@ -119,7 +119,8 @@ class Sender(threading.Thread):
             self.deliver(f"cut-{n}", body, content_type)
             if self.random.random() < RESEND_SHARE:
                 self.deliver(f"cut-{n}", body, content_type)
-                self.ledger.resent += 1
+                with self.ledger.lock:
+                    self.ledger.resent += 1
             self.stop.wait(PACE_SECONDS)
 
     def deliver(self, tracking: str, body: bytes, content_type: str) -> None:
