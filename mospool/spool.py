@@ -325,7 +325,11 @@ class Spool:
         cutoff = time.time() - older_than
         removed = 0
         for entry in list(os.scandir(self.tmp)):
-            if entry.is_file() and entry.stat().st_mtime < cutoff:
+            try:
+                stale = entry.is_file() and entry.stat().st_mtime < cutoff
+            except FileNotFoundError:  # published (renamed into incoming/) since the listing
+                continue
+            if stale:
                 _unlink_quietly(Path(entry.path))
                 removed += 1
         return removed
