@@ -468,14 +468,15 @@ MUTANTS = [
         "            pass\n        except BaseException:",
         with_worker=False,
     ),
-    # A worker that files records without syncing them: they are published (the receiver's and the index's
+    # A worker that files records without syncing them (no fsync, no syncfs): they are published (the receiver's and the index's
     # fsyncs commit the renames), but their files' data never reached the disk. Patched at the entry point so
     # it holds however the worker's filing is written inside.
     Mutant(
         "worker without fsyncs",
         "spool_worker.py",
         'log = logging.getLogger("mospool.spool_worker")\n',
-        'log = logging.getLogger("mospool.spool_worker")\nos.fsync = os.fdatasync = lambda fd: None\n',
+        'log = logging.getLogger("mospool.spool_worker")\nos.fsync = os.fdatasync = lambda fd: None\n'
+        "import mospool.spool\nmospool.spool.Spool.sync = lambda self: None  # the filer's syncfs\n",
         with_worker=True,
     ),
 ]
