@@ -25,7 +25,7 @@ from typing import Protocol
 
 from mospool.index import Index
 from mospool.metrics import Metrics
-from mospool.record import RETRY, Filing, Folder, read_folder
+from mospool.record import Filing, Folder, read_folder
 from mospool.spool import Spool, State, fsync_dir, write_file
 
 log = logging.getLogger(__name__)
@@ -151,9 +151,9 @@ class Filer:
     def _write(self, job: _Job) -> bool:
         batch = Batch()
         try:
+            _remove_files(job.build)  # what a try cut short by a crash wrote; media/ stays
             for name, data in job.filing.files():
                 batch.write(job.build / name, data)
-            (job.build / RETRY).unlink(missing_ok=True)
             for output in self.outputs:
                 output.prepare(job.filing, job.build, batch)
         except Exception as exc:  # a storage error, or a bug in an output: this record only
@@ -169,6 +169,14 @@ class Filer:
             return None
         job.folder = job.filing.as_folder(path)
         return job.folder
+
+
+def _remove_files(build: Path) -> None:
+    """The files (not media/) of a build folder: a record folder holds only what its filing writes."""
+    with os.scandir(build) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink()
 
 
 def _remove_work_file(work_file: Path) -> None:

@@ -123,3 +123,24 @@ def commits(worker: Worker) -> float:
     value = worker.metrics.registry.get_sample_value("mospool_filing_commits_total")
     assert value is not None
     return value
+
+
+def test_a_try_cut_short_leaves_nothing_in_the_record(tmp_path: Path) -> None:
+    """A crash while a failed/ folder was being written, then the next try succeeds: no stale error.json."""
+    outputs = Outputs()
+    worker = worker_for(tmp_path, outputs)
+    postback_id = publish(worker.spool, sms(1))
+    build = worker.spool.build_dir(postback_id)
+    (build / "error.json").write_text('{"stage": "internal"}')
+    (build / "media").mkdir()
+    (build / "media" / "01-kept.jpg").write_bytes(b"kept")
+    assert worker.drain() == 1
+    folder = worker.spool.record_dir(State.PROCESSED, postback_id)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "body.json",
+        "derived.txt",
+        "media",
+        "message.json",
+        "request.json",
+    ]
+    assert (folder / "media" / "01-kept.jpg").read_bytes() == b"kept"
