@@ -109,7 +109,7 @@ class Processor:
         sha = claimed.postback.meta["body_sha256"]
         claimed.keys = [record.dedup_key(r, sha, n) for n, r in enumerate(claimed.parsed.records, 1)]
         received_at = claimed.postback.meta["received_at"]
-        owners = [self.index.claim(key, claimed.id, received_at) for key in claimed.keys]
+        owners = [self.index.claim(key, claimed.id) for key in claimed.keys]
         if all(owner != claimed.id for owner in owners):
             return self._file_duplicate(claimed, owners[0])
         messages = record.messages(claimed.id, received_at, claimed.parsed, claimed.keys, owners)
@@ -172,7 +172,8 @@ class Processor:
         claimed.retry = step.state
         if step.give_up:
             raise Failed("media", f"gave up after {step.attempts} attempts: {parts[0]['error']}", parts)
-        self.index.set_state(claimed.keys, claimed.id, State.DEFERRED)
+        assert claimed.postback is not None
+        self.index.defer(claimed.keys, claimed.id, claimed.postback.meta["received_at"])
         write_json(claimed.build / record.RETRY, claimed.retry)
         self.spool.defer(claimed.build, claimed.work_file)
         raise Deferred

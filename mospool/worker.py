@@ -58,7 +58,7 @@ class Worker:
         self.metrics = Metrics(settings.monitor.metrics_textfile)
         self.media = media.Fetcher(settings.media)  # shared by every postback thread: one download pool
         chosen = outputs_for(settings, self.spool, self.index) if outputs is None else outputs
-        self.filer = Filer(self.spool, self.index, chosen)
+        self.filer = Filer(self.spool, self.index, self.metrics, chosen)
         self.processor = Processor(settings, self.spool, self.index, self.filer, self.metrics, self.media)
         self._in_flight: set[str] = set()
         # Released after a storage error: skipped until the next drain() or periodic rescan, not retried hot.
