@@ -28,8 +28,8 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 HEADER_LIMIT = 64 * 1024
 
-# The folders, in the order a postback moves through them.
-STATES = ("tmp", "incoming", "work", "deferred", "processed", "failed", "duplicates")
+# The folders, in the order a postback moves through them (dismissed/: failed ones an operator has handled).
+STATES = ("tmp", "incoming", "work", "deferred", "processed", "failed", "duplicates", "dismissed")
 
 
 class SpoolError(OSError):
