@@ -23,7 +23,6 @@ from mospool.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
     EXIT_CONFIG,
-    INSTALLED_CONFIG,
     ConfigError,
     Settings,
     config_path,
@@ -93,11 +92,7 @@ def open_spool(settings: Settings) -> Spool:
 
 def _parser(prog: str, default_config: Path) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
-    fallback = f"{INSTALLED_CONFIG} if it exists, else " if default_config != DEFAULT_CONFIG else ""
-    parser.add_argument(
-        "--config",
-        help=f"config file (default: ${CONFIG_ENV}, else {fallback}{DEFAULT_CONFIG.name} of the checkout)",
-    )
+    parser.add_argument("--config", help=f"config file (default: ${CONFIG_ENV}, else {default_config})")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     commands = parser.add_subparsers(required=True, metavar="command")
 

@@ -16,6 +16,8 @@ from mospool import cli, config
 from mospool.config import (
     DEFAULT_CONFIG,
     ConfigError,
+    ReceiverSettings,
+    Settings,
     config_path,
     installed_default,
     load_settings,
@@ -39,6 +41,18 @@ def test_every_key_is_documented_in_config_ini_and_readme() -> None:
     for section, key in section_keys():
         assert f"\n{key} =" in shipped, f"[{section}] {key} missing from config.ini"
         assert f"`{key}`" in readme, f"[{section}] {key} missing from README"
+
+
+def test_the_vm_config_is_the_defaults_but_for_the_spool_and_the_proxy() -> None:
+    """deploy/config.ini is what install.sh installs: every key, and no value a local checkout might loosen."""
+    shipped = load_settings(REPO / "deploy" / "config.ini")
+    expected = Settings.for_spool(
+        Path("/var/lib/mo-spool/spool"), receiver=ReceiverSettings(trusted_proxy_count=1)
+    )
+    assert shipped == expected
+    text = (REPO / "deploy" / "config.ini").read_text()
+    for section, key in section_keys():
+        assert f"\n{key} =" in text, f"[{section}] {key} missing from deploy/config.ini"
 
 
 def write(tmp_path: Path, text: str) -> Path:
