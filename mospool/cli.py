@@ -97,10 +97,11 @@ def _parser(prog: str, default_config: Path) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="command")
 
     def command(
-        name: str, handler: Callable[..., Any], help_text: str, human: Callable[[Any], str]
+        name: str, handler: Callable[..., Any], help_text: str, human: Callable[[Any], str] | None = None
     ) -> argparse.ArgumentParser:
+        """``human`` renders the result for people; by default rows for a list, an outline for the rest."""
         sub = commands.add_parser(name, help=help_text)
-        sub.set_defaults(command=handler, human=human)
+        sub.set_defaults(command=handler, human=human or _human_default)
         # Also accepted after the command; SUPPRESS keeps the subparser from resetting them to None.
         sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -483,6 +484,10 @@ def reindex(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple
 
 
 # --- output for people: one function per kind of result
+
+
+def _human_default(result: Any) -> str:
+    return _human_rows(result) if isinstance(result, list) else _human_outline(result)
 
 
 def _human_rows(rows: list[dict[str, Any]]) -> str:
