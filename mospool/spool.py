@@ -45,6 +45,7 @@ class State(enum.StrEnum):
     PROCESSED = "processed"
     FAILED = "failed"
     DUPLICATES = "duplicates"
+    DISMISSED = "dismissed"  # failed ones an operator has handled
 
 
 STATES = tuple(State)
