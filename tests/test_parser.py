@@ -83,6 +83,86 @@ GOOD: dict[str, tuple[str | None, str, dict[str, Any]]] = {
         "media_urls": ("https://example.sinch.com/a.jpg", "https://example.sinch.com/b.txt"),
     }),
     "form_sms_mo.txt": (None, "form", {"kind": "sms_mo", "tracking_id": "form-2", "text": "hi there!"}),
+    # Published Skycore/Sinch layouts (SMS MO, MT delivery, saveMMS, subscription and pass notices).
+    "xml_sms_mo_n211.xml": ("text/xml", "xml", {
+        "kind": "sms_mo", "code": "N211", "sender": "15552312102", "to": "86717", "text": "STOP",
+        "tracking_id": "511XG-02294-192SA-482H8", "timestamp": "2011-09-28T17:31:02-04:00",
+    }),
+    "xml_mms_mo_subject.xml": ("text/xml", "xml", {
+        "kind": "mms_mo", "subject": "Hello there", "tracking_id": "MMS_MO_iLnCRrL6", "media_urls": (URL, URL, URL),
+    }),
+    "xml_sms_mt_n201.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "N201", "status": "Message Sent", "from_mask": "MyBrand", "sender": "60856",
+        "to": "16503333058", "tracking_id": "U01TXzgwNjc4", "operator_id": "0001470",
+    }),
+    "xml_sms_mt_n202.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "N202", "status": "Message Sent/Delivered", "from_mask": None,
+        "timestamp": "2013-11-05T05:41:15-05:00",
+    }),
+    "xml_mms_mt_n101_binary.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "N101", "sent_as": "MMS", "mms_id": "39597", "status": "Message Sent",
+        "status_details": None, "tracking_id": "TU1TXzU5Nzg3OQ==",
+    }),
+    "xml_mms_mt_n101_xhtml.xml": ("text/xml", "xml", {
+        "kind": "status", "sent_as": "SMS", "mms_id": "39755", "status": "Message Sent",
+        "status_details": "Handset setting: mms with pass via xHTML",
+    }),
+    "xml_mms_mt_n102_binary.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "N102", "status": "Message Sent/Delivered", "operator_id": "0001570",
+    }),
+    "xml_mms_mt_e101.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "E101", "status": "Message Failed",
+        "status_details": "Error fetching dynamic content", "timestamp": None,
+    }),
+    "xml_savemms_e002.xml": ("text/xml", "xml", {"kind": "status", "code": "E002", "mms_id": "35674", "status": "E002"}),
+    "xml_lower_n101_html.xml": ("text/xml", "xml", {
+        "kind": "status", "sent_as": "SMS", "mms_id": "39755", "status": "Message Sent", "operator_id": "31004",
+        "status_details": "Handset setting: mms with pass via HTML",
+    }),
+    "xml_lower_e102.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "E102", "status": "Message Sent/Rejected",
+        "status_details": "Recipient blocked by mobile operator",
+    }),
+    "xml_lower_n501.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "N501", "status": "Message Sent", "status_details": None, "sent_as": "MMS",
+    }),
+    "xml_lower_e002.xml": ("text/xml", "xml", {"kind": "status", "code": "E002", "mms_id": "35674"}),
+    "xml_sub_n301.xml": ("text/xml", "xml", {
+        "kind": "other", "origin": "SUB", "code": "N301", "sender": "16501112222", "to": "123456",
+        "tracking_id": None, "timestamp": "2014-07-02T14:32:23-04:00",
+    }),
+    "xml_sub_n302_xsi.xml": ("text/xml", "xml", {
+        "kind": "other", "code": "N302", "sender": "16502424956", "to": None, "tracking_id": None,
+    }),
+    "xml_email_sub_n303.xml": ("text/xml", "xml", {"kind": "other", "code": "N303", "sender": "info@skycore.com"}),
+    "xml_email_sub_n304.xml": ("text/xml", "xml", {"kind": "other", "code": "N304", "sender": "info@skycore.com"}),
+    "xml_pass_n801.xml": ("text/xml", "xml", {
+        "kind": "other", "origin": "GENERATE_PASS", "code": "N801", "timestamp": "2013-11-26T11:37:11-05:00",
+    }),
+    "json_mms_mt_n102_names.json": ("application/json", "json", {
+        "kind": "status", "status": "Message Sent/Delivered", "status_details": "Delivered to handset",
+        "mms_id": "39597", "sent_as": "MMS", "operator_name": "Verizon Wireless", "from_mask": "MyBrand",
+        "client_reference": "order-8812",
+    }),
+    # The older layout: <NOTIFICATION ID CREATED> as the root, the fields inside <BODY>, no ORIGIN or CODE.
+    "xml_notification_body.xml": ("text/xml", "xml", {
+        "kind": "other", "origin": None, "code": None, "to": "16175550142", "tracking_id": "TU1TXzQ0NzEwOTM=",
+        "timestamp": "2011-08-02T07:20:44-04:00", "mms_id": "28331", "operator_id": "0001470", "status": "Retrieved",
+    }),
+    "xml_notification_body_batch.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "N102", "to": "16175550143", "tracking_id": "TU1TXzQ0NzEwOTQ=",
+        "status": "Delivered", "operator_id": "0001140",
+    }),
+    # XML sent inside a form field.
+    "form_xml_field.txt": (FORM, "form-xml", {
+        "kind": "sms_mo", "code": "N211", "tracking_id": "511XG-02294-192SA-482H8", "text": "STOP",
+    }),
+    "form_xml_lower.txt": (FORM, "form-xml", {
+        "kind": "mms_mo", "tracking_id": "MMS_MO_iLnCRrL6", "operator_id": "31002", "media_urls": (URL, URL, URL),
+    }),
+    "form_xmldata.txt": (None, "form-xml", {
+        "kind": "other", "to": "16175550142", "tracking_id": "TU1TXzQ0NzEwOTM=", "status": "Retrieved",
+    }),
 }  # fmt: skip
 
 BAD = {
@@ -99,6 +179,8 @@ BAD = {
     "json_invalid_utf8.json": "unreadable body",
     "json_no_postback_keys.json": "no postback fields",
     "plain_text.txt": "not JSON, XML or form-encoded",
+    "form_xml_xxe.txt": "DTD",
+    "form_xml_truncated.txt": "malformed XML",
 }
 CONTENT_TYPES = {
     ".json": "application/json", ".xml": "text/xml", ".html": "text/html", ".txt": "text/plain",
@@ -142,7 +224,8 @@ def test_message_shape_is_the_public_contract() -> None:
     message = parse_postback(sample("json_n401_seed.json"), "application/json").records[0].to_message()
     assert list(message) == [
         "kind", "origin", "code", "from", "to", "copy_to", "keyword", "tracking_id", "operator_id",
-        "timestamp", "subject", "text", "status", "media", "fields",
+        "timestamp", "subject", "text", "status", "status_details", "mms_id", "sent_as", "operator_name",
+        "from_mask", "client_reference", "media", "fields",
     ]  # fmt: skip
     assert message["media"][0] == {"url": "https://example.sinch.com/mo-content/file1.jpg"}
     assert message["fields"]["tracking-id"] == "mo123xyz"
