@@ -17,6 +17,7 @@ import json
 import re
 import urllib.parse
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -220,10 +221,11 @@ def _element_value(element: ET.Element) -> Any:
     """A plain leaf gives its text. An element with children or attributes gives a dict: `@name` per
     attribute, one key per child tag (a list when the tag repeats), and `#text` for its own text (always for
     a leaf with attributes, for a parent only when it has some)."""
+    local_names = Counter(_local(name) for name in element.attrib)
     value: Fields = {}
     for name, text in element.attrib.items():
-        key = f"@{_local(name)}"
-        value[f"@{name}" if key in value else key] = text
+        local = _local(name)
+        value[f"@{local if local == name or local_names[local] == 1 else name}"] = text
     if not len(element) and not value:
         return (element.text or "").strip()
     for child in element:
