@@ -261,7 +261,8 @@ def _form(fields: Fields) -> Parsed:
     if embedded is None:
         return _records("form", [fields])
     others = {f"form:{name}": value for name, value in fields.items() if name != embedded}
-    return _records("form-xml", [{**fields_, **others} for fields_ in _xml_objects(fields[embedded].strip())])
+    notifications = _xml_objects(fields[embedded].strip())
+    return _records("form-xml", [{**notification, **others} for notification in notifications])
 
 
 def _embedded_xml(name: str, value: Any) -> bool:
