@@ -95,7 +95,6 @@ FIELD_NAMES: dict[str, tuple[str, ...]] = {
     "code": ("code", "statuscode"),  # STATUSCODE: the pass notice (N801)
     "sender": ("from", "mobile", "email"),  # MOBILE/EMAIL: the subscriber of a SUB/EMAIL_SUB notice
     "to": ("to", "shortcode"),
-    "copy_to": ("copyto",),
     "keyword": ("keyword",),
     "tracking_id": ("trackingid", "transactionid"),  # TRANSACTIONID: the SMS MO's id (N211)
     "operator_id": ("operatorid", "spid"),
@@ -109,6 +108,11 @@ FIELD_NAMES: dict[str, tuple[str, ...]] = {
     "operator_name": ("operatorname",),
     "from_mask": ("frommask",),
     "client_reference": ("clientreference",),
+}
+# The same, inverted: folded field name -> (record attribute, rank among that attribute's names).
+NAME_RANKS: dict[str, list[tuple[str, int]]] = {
+    name: [(attribute, names.index(name)) for attribute, names in FIELD_NAMES.items() if name in names]
+    for name in {name for names in FIELD_NAMES.values() for name in names}
 }
 MEDIA_NAMES = ("content", "file")
 POSTBACK_KEYS = ("origin", "code", "sender", "to", "tracking_id")
@@ -221,19 +225,24 @@ def _element_value(element: ET.Element) -> Any:
     """A plain leaf gives its text. An element with children or attributes gives a dict: `@name` per
     attribute, one key per child tag (a list when the tag repeats), and `#text` for its own text (always for
     a leaf with attributes, for a parent only when it has some)."""
-    local_names = Counter(_local(name) for name in element.attrib)
-    value: Fields = {}
-    for name, text in element.attrib.items():
-        local = _local(name)
-        value[f"@{local if local == name or local_names[local] == 1 else name}"] = text
-    if not len(element) and not value:
+    if not len(element) and not element.attrib:
         return (element.text or "").strip()
+    value = _attribute_fields(element.attrib) if element.attrib else {}
     for child in element:
         _add_field(value, _local(child.tag), _element_value(child))
     own_text = "".join([element.text or "", *(child.tail or "" for child in element)]).strip()
     if own_text or not len(element):
         value["#text"] = own_text
     return value
+
+
+def _attribute_fields(attributes: dict[str, str]) -> Fields:
+    local_names = Counter(_local(name) for name in attributes)
+    fields: Fields = {}
+    for name, text in attributes.items():
+        local = _local(name)
+        fields[f"@{local if local == name or local_names[local] == 1 else name}"] = text
+    return fields
 
 
 def _add_field(fields: Fields, name: str, value: Any) -> None:
@@ -278,7 +287,7 @@ def _fold(name: str) -> str:
 
 def _record(fields: Fields) -> Record:
     sent = _values_by_name(fields)
-    found = {attribute: _first_text(sent, names) for attribute, names in FIELD_NAMES.items()}
+    found = _normalized(sent)
     if not any(found[key] for key in POSTBACK_KEYS):
         raise ParseError("no postback fields (origin, code, from, to, tracking-id) found")
     kind = _kind(found["origin"], found["code"])
@@ -321,8 +330,16 @@ def _values_by_name(fields: Fields) -> dict[str, list[Any]]:
     return values
 
 
-def _first_text(sent: dict[str, list[Any]], names: tuple[str, ...]) -> str | None:
-    return next((text for name in names for value in sent.get(name, []) if (text := _scalar(value))), None)
+def _normalized(sent: dict[str, list[Any]]) -> dict[str, str | None]:
+    """Each record attribute's text from the best-ranked field sent with a value (see FIELD_NAMES)."""
+    best: dict[str, tuple[int, str]] = {}
+    for name, values in sent.items():
+        for attribute, rank in NAME_RANKS.get(name, ()):
+            if attribute not in best or rank < best[attribute][0]:
+                text = next((text for value in values if (text := _scalar(value))), None)
+                if text:
+                    best[attribute] = (rank, text)
+    return {attribute: best[attribute][1] if attribute in best else None for attribute in FIELD_NAMES}
 
 
 def _kind(origin: str | None, code: str | None) -> str:
@@ -354,7 +371,7 @@ def _strings(value: Any) -> list[str]:
         text = _scalar(value)
         return [text] if text else []
     if isinstance(value, dict):
-        value = [item for key, item in value.items() if not key.startswith("@")]
+        value = [item for key, item in value.items() if key[:1] != "@"]
     if isinstance(value, list):
         return [text for item in value for text in _strings(item)]
     return []
