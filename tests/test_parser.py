@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mospool.parse import ParseError, Record, _fold, body_extension, normalize_timestamp, parse_postback
-from mospool.worker import dedup_key
+from mospool.record import dedup_key
 
 SAMPLES = Path(__file__).parent / "postbacks"
 FORM = "application/x-www-form-urlencoded"
