@@ -32,10 +32,11 @@ from mospool.config import (
 )
 from mospool.index import FILE_NAME as INDEX_FILE
 from mospool.index import Index
-from mospool.spool import DIR_MODE, SUFFIX, Spool, SpoolError, encode, fsync_dir, id_time
+from mospool.record import FILED_STATES, read_folder
+from mospool.spool import DIR_MODE, SUFFIX, Spool, SpoolError, State, encode, fsync_dir, id_time
 
-FOLDER_STATES = ("processed", "failed", "duplicates", "dismissed")
-FILE_STATES = ("incoming", "work", "deferred")
+FOLDER_STATES = tuple(state.value for state in FILED_STATES)
+FILE_STATES = tuple(state.value for state in (State.INCOMING, State.WORK, State.DEFERRED))
 # What makes a folder a spool (the receiver and the worker create these; dismissed/ may come later).
 SPOOL_FOLDERS = ("tmp", *FILE_STATES, "processed", "failed", "duplicates")
 REASON_WIDTH = 80
@@ -119,12 +120,15 @@ def _parser(prog: str, default_config: Path) -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     show_cmd = command("show", show, "everything about one postback", _human_outline)
     show_cmd.add_argument("id", help="the id, or enough of its start to be unique")
-    finder = command("find", find, "search processed records", _human_rows)
+    finder = command(
+        "find", find, "search filed notices (processed, failed, duplicates, dismissed)", _human_rows
+    )
     finder.add_argument("--from", dest="sender")
     finder.add_argument("--to", dest="recipient")
     finder.add_argument("--keyword")
     finder.add_argument("--tracking-id")
     finder.add_argument("--kind", choices=["mms_mo", "sms_mo", "status", "other"])
+    finder.add_argument("--state", choices=FOLDER_STATES, help="default: every filed state")
     finder.add_argument("--since", type=_date)
     finder.add_argument("--until", type=_date)
     finder.add_argument("--limit", type=int, default=100)
@@ -277,7 +281,7 @@ def list_state(
         return rows[: args.limit], 0
     rows = []
     for folder in _record_folders(spool, args.state, args.since):
-        rows.append({"id": folder.name, "path": str(folder), **_summary(folder)})
+        rows.append({"id": folder.name, "path": str(folder), **_summary(folder, args.state)})
         if len(rows) >= args.limit:
             break
     return rows, 0
@@ -293,15 +297,17 @@ def _retry_summary(path: Path) -> dict[str, Any]:
     return {"next_try_at": retry.get("next_try_at"), "attempts": retry.get("attempts"), "reason": reason}
 
 
-def _summary(folder: Path) -> dict[str, Any]:
-    message = _read_json(folder / "message.json") or _read_json(folder / "message-001.json") or {}
-    error = _read_json(folder / "error.json")
-    duplicate = _read_json(folder / "duplicate.json")
-    summary = {key: message.get(key) for key in ("kind", "from", "to", "tracking_id") if message.get(key)}
-    if error:
-        summary["error"] = f"{error.get('stage')}: {error.get('error')}"
-    if duplicate:
-        summary["duplicate_of"] = duplicate.get("duplicate_of")
+def _summary(folder: Path, state: str) -> dict[str, Any]:
+    """Who sent what (the first notice, in any state), and why it failed or what it duplicates."""
+    record = read_folder(folder, State(state))
+    first = record.notices[0] if record.notices else {}
+    summary = {key: first.get(key) for key in ("kind", "from", "to", "tracking_id") if first.get(key)}
+    if len(record.notices) > 1:
+        summary["notices"] = len(record.notices)
+    if record.error:
+        summary["error"] = f"{record.error.get('stage')}: {record.error.get('error')}"
+    if record.duplicate:
+        summary["duplicate_of"] = record.duplicate.get("duplicate_of")
     return summary
 
 
@@ -333,6 +339,7 @@ def find(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[li
         "keyword = ? COLLATE NOCASE": _given(args.keyword),
         "tracking_id = ?": _given(args.tracking_id),
         "kind = ?": _given(args.kind),
+        "state = ?": _given(args.state),
         "received_at >= ?": _given(args.since and args.since.isoformat()),
         "received_at < ?": _given(args.until and (args.until + dt.timedelta(days=1)).isoformat()),
     }
@@ -340,8 +347,8 @@ def find(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[li
     params = tuple(value for values in filters.values() if values is not None for value in values)
     # The clauses are the constants above; only their values are parameters.
     sql = (
-        'SELECT spool_id, received_at, kind, sender AS "from", recipient AS "to", keyword, '  # noqa: S608
-        "tracking_id, subject, text, folder FROM records WHERE state = 'processed'"
+        'SELECT spool_id, state, received_at, kind, sender AS "from", recipient AS "to", keyword, '  # noqa: S608
+        "tracking_id, subject, text, reason, duplicate_of, folder FROM messages WHERE 1 = 1"
         + "".join(f" AND {clause}" for clause in where)
         + " ORDER BY received_at DESC LIMIT ?"
     )
@@ -382,7 +389,15 @@ def retry(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[l
         folders = [_failed_folder(spool, postback_id, "retried") for postback_id in args.ids]
     else:
         raise CommandError("retry needs postback ids or --all-failed")
-    return [{"id": folder.name, "requeued": str(_requeue(spool, folder))} for folder in folders], 0
+    index = _open_index(spool)
+    try:
+        rows = []
+        for folder in folders:
+            rows.append({"id": folder.name, "requeued": str(_requeue(spool, folder))})
+            index.unfiled(folder.name)
+    finally:
+        index.close()
+    return rows, 0
 
 
 def _failed_folder(spool: Spool, postback_id: str, verb: str) -> Path:
@@ -421,12 +436,21 @@ def _requeue(spool: Spool, folder: Path) -> Path:
 
 def dismiss(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
     folders = [_failed_folder(spool, postback_id, "dismissed") for postback_id in args.ids]
-    return [{"id": folder.name, "dismissed": str(_dismiss(spool, folder))} for folder in folders], 0
+    index = _open_index(spool)
+    try:
+        rows = []
+        for folder in folders:
+            target = _dismiss(spool, folder)
+            index.moved(folder.name, State.DISMISSED, str(target.relative_to(spool.root)))
+            rows.append({"id": folder.name, "dismissed": str(target)})
+    finally:
+        index.close()
+    return rows, 0
 
 
 def _dismiss(spool: Spool, folder: Path) -> Path:
     """failed/<date>/<id>/ to dismissed/<date>/<id>/ whole, in one rename; both folders fsynced."""
-    target = spool.record_dir("dismissed", folder.name)
+    target = spool.record_dir(State.DISMISSED, folder.name)
     if target.exists():
         raise CommandError(f"{target} already exists")
     for new_dir in (target.parent.parent, target.parent):

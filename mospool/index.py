@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS duplicates (
 CREATE TABLE IF NOT EXISTS messages (
     spool_id TEXT NOT NULL,
     position INTEGER NOT NULL,   -- 1, or its place in a batch
-    state TEXT NOT NULL,         -- processed | failed | duplicates
+    state TEXT NOT NULL,         -- processed | failed | duplicates | dismissed
     received_at TEXT,
     folder TEXT NOT NULL,
     {", ".join(f"{column} TEXT" for column in COLUMNS)},
@@ -161,6 +161,18 @@ class Index:
         for _, record in folders:
             keys = [message.get("dedup_key") for message in record.messages]
             self._forget_claims([key for key in keys if key], record.spool_id)
+
+    def moved(self, spool_id: str, state: str, folder: str) -> None:
+        """A filed folder an operator moved whole (dismiss): its notices follow it."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE messages SET state = ?, folder = ? WHERE spool_id = ?", (state, folder, spool_id)
+            )
+
+    def unfiled(self, spool_id: str) -> None:
+        """A failed folder put back through the worker (retry): it is not filed until the worker says so."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM messages WHERE spool_id = ?", (spool_id,))
 
     def forget_folders(self, prefix: str) -> int:
         """Drop the rows of every record filed under ``prefix`` (a purge); returns how many."""

@@ -133,7 +133,8 @@ def test_a_worker_killed_mid_download_leaves_one_postback_in_work(
         (["--tracking-id", "cli-2"], {"cli-2"}),
         (["--kind", "sms_mo"], {"cli-1", "cli-2", "cli-3", "cli-4"}),
         (["--kind", "mms_mo"], set()),
-        (["--since", dt.date.today().isoformat()], {"cli-1", "cli-2", "cli-3", "cli-4"}),
+        (["--since", dt.date.today().isoformat()], {"cli-1", "cli-2", "cli-3", "cli-4", None}),
+        (["--state", "failed"], {None}),  # the broken XML: filed, but no notice could be read
         (["--until", "2000-01-01"], set()),
     ],
 )
@@ -143,6 +144,24 @@ def test_find_filters(
     code, rows = cli(built, "find", *args, capsys=capsys)
     assert code == 0
     assert {row["tracking_id"] for row in rows} == expected
+
+
+def test_find_reaches_duplicates_and_failures_with_their_state(
+    built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, rows = cli(built, "find", "--tracking-id", "cli-1", capsys=capsys)
+    assert sorted(row["state"] for row in rows) == ["duplicates", "processed"]
+    original = next(row for row in rows if row["state"] == "processed")
+    duplicate = next(row for row in rows if row["state"] == "duplicates")
+    assert duplicate["duplicate_of"] == original["spool_id"] and duplicate["from"] == "15550001"
+    assert duplicate["folder"].startswith("duplicates/")
+    _, (failed,) = cli(built, "find", "--state", "failed", capsys=capsys)
+    assert failed["reason"].startswith("parse: ") and failed["folder"].startswith("failed/")
+
+
+def test_list_says_who_sent_a_duplicate(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, (duplicate,) = cli(built, "list", "duplicates", capsys=capsys)
+    assert (duplicate["from"], duplicate["to"], duplicate["tracking_id"]) == ("15550001", "28444", "cli-1")
 
 
 def test_list_and_show(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -198,7 +217,9 @@ def test_retry_puts_a_failed_postback_back_through(
     code, requeued = cli(config, "retry", failed[0]["id"], capsys=capsys)
     assert code == 0 and requeued[0]["id"] == failed[0]["id"]
     assert [p.name for p in spool.incoming.iterdir()] == [failed[0]["id"] + ".postback"]
+    assert cli(config, "find", "--state", "failed", capsys=capsys)[1] == []  # not filed while it waits
     run_worker(config)
+    assert len(cli(config, "find", "--state", "failed", capsys=capsys)[1]) == 1
     _, shown = cli(config, "show", failed[0]["id"], capsys=capsys)
     assert shown["state"] == "failed"
     assert shown["error"]["attempts"] == 1
@@ -222,7 +243,10 @@ def test_purge_dry_run_then_purge_removes_exactly_the_old_folders(
     assert purged["removed"] == dry["removed"]
     assert not old_day.exists()
     _, left = cli(config, "find", capsys=capsys)
-    assert left == []
+    assert sorted(row["state"] for row in left) == [
+        "duplicates",
+        "failed",
+    ]  # no processed row outlives its folder
     _, status = cli(config, "status", capsys=capsys)
     assert status["counts"]["duplicates"] == 1 and status["counts"]["failed"] == 1
 
@@ -304,7 +328,7 @@ def test_show_purge_and_reindex_print_text_without_json(
 
 
 def test_show_lists_nested_fields_as_indented_lines(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (row,) = cli(built, "find", "--tracking-id", "cli-1", capsys=capsys)[1]
+    (row,) = cli(built, "find", "--tracking-id", "cli-1", "--state", "processed", capsys=capsys)[1]
     main(["--config", str(built), "show", row["spool_id"]])
     out = capsys.readouterr().out
     assert "\nmessage:\n  schema: 1\n" in out
@@ -411,6 +435,10 @@ def test_dismiss_moves_a_failed_record_whole_out_of_the_alert(
     assert shown["state"] == "dismissed" and shown["error"]["stage"] == "parse"
     _, listed = cli(config, "list", "dismissed", capsys=capsys)
     assert [row["id"] for row in listed] == [failed.name]
+    _, found = cli(config, "find", "--state", "dismissed", capsys=capsys)
+    assert [(row["spool_id"], row["folder"]) for row in found] == [
+        (failed.name, str(target.relative_to(copy)))
+    ]
     assert main(["--config", str(config), "dismiss", failed.name]) == 2  # no longer in failed/
     assert "only failed postbacks can be dismissed" in capsys.readouterr().err
     assert main(["--config", str(config), "retry", failed.name]) == 2
