@@ -123,8 +123,8 @@ class Processor:
         if folder is None:
             return False
         self.filer.refile(folder, State(folder.parent.parent.name))
+        _remove_tree(claimed.build)  # before the work file: a crash in between must leave that, not this
         claimed.work_file.unlink()
-        _remove_tree(claimed.build)
         return True
 
     def _read(self, claimed: Claimed) -> Postback:
