@@ -34,13 +34,9 @@ from tests import powercut
 from tests.origin import Origin, Reply
 from tests.servers import REPO, Gunicorn, write_config
 
-SENDERS = 3
-PACE_SECONDS = 0.03  # between one sender's postbacks: keeps a copy's backlog (filed at recovery) at tens
 RESEND_SHARE = 0.1  # Sinch resends an acknowledged postback now and then: a duplicate to file once
 POSTBACK_LIMIT = 20_000  # per run, a bound on the load however long a run takes
-CUTS = 4
 FILED_BEFORE_CUTS = 20
-MUTANT_CUTS = 1
 SEED = int.from_bytes(os.urandom(4))
 
 CONFIG: dict[str, dict[str, object]] = {
@@ -52,6 +48,17 @@ CONFIG: dict[str, dict[str, object]] = {
 # The receiver's file fsync, in Spool.write_new: without it an acknowledged file is only in the page cache.
 FILE_FSYNC = "            os.fsync(fd)\n        except BaseException:"
 FILE_FSYNC_REMOVED = "            pass\n        except BaseException:"
+
+
+@dataclass(frozen=True)
+class Run:
+    cuts: int
+    with_worker: bool  # whether the worker runs during the load
+    senders: int = 3
+    pace_seconds: float = 0.03  # between one sender's postbacks: keeps a copy's backlog (filed later) at tens
+
+
+FULL_RUN = Run(cuts=4, with_worker=True)
 
 
 # --- the load: realistic postbacks from a few Sinch-like connections
@@ -103,14 +110,17 @@ class Ledger:
 class Sender(threading.Thread):
     """One keep-alive connection posting postbacks numbered first, first+step, … until stopped."""
 
-    def __init__(self, port: int, first: int, origin: Origin, ledger: Ledger, stop: threading.Event) -> None:
+    def __init__(
+        self, port: int, first: int, run: Run, origin: Origin, ledger: Ledger, stop: threading.Event
+    ) -> None:
         super().__init__(daemon=True)
         self.port, self.first, self.origin, self.ledger, self.stop = port, first, origin, ledger, stop
+        self.senders, self.pace_seconds = run.senders, run.pace_seconds
         self.random = random.Random(SEED + first)
         self.conn: http.client.HTTPConnection | None = None
 
     def run(self) -> None:
-        for n in range(self.first, POSTBACK_LIMIT, SENDERS):
+        for n in range(self.first, POSTBACK_LIMIT, self.senders):
             if self.stop.is_set():
                 return
             body, content_type = postback(n, self.origin)
@@ -121,7 +131,7 @@ class Sender(threading.Thread):
                 self.deliver(f"cut-{n}", body, content_type)
                 with self.ledger.lock:
                     self.ledger.resent += 1
-            self.stop.wait(PACE_SECONDS)
+            self.stop.wait(self.pace_seconds)
 
     def deliver(self, tracking: str, body: bytes, content_type: str) -> None:
         for _ in range(50):
@@ -212,22 +222,22 @@ def origin() -> Iterator[Origin]:
 
 
 def power_cuts(
-    fstype: str, source: Path, tmp_path: Path, origin: Origin, count: int, with_worker: bool
+    fstype: str, source: Path, tmp_path: Path, origin: Origin, run: Run
 ) -> tuple[list[Cut], Ledger]:
-    """Run the receiver (and the worker) on a fresh filesystem under load; cut the power `count` times."""
+    """Run the receiver (and the worker) on a fresh filesystem under load; cut the power run.cuts times."""
     backing, chooser = tmp_path / f"{fstype}.img", random.Random(SEED)
     cuts: list[Cut] = []
     ledger, stop = Ledger(), threading.Event()
     with powercut.fresh_filesystem(fstype, backing, tmp_path / "live") as device:
         config = write_config(tmp_path / "live.ini", tmp_path / "live" / "spool", CONFIG)
-        services = Services(source, config, with_worker)
-        senders = [Sender(services.port, first, origin, ledger, stop) for first in range(SENDERS)]
+        services = Services(source, config, run.with_worker)
+        senders = [Sender(services.port, first, run, origin, ledger, stop) for first in range(run.senders)]
         try:
             for sender in senders:
                 sender.start()
-            if with_worker:  # cut once the worker is filing, so that the cuts find its work too
+            if run.with_worker:  # cut once the worker is filing, so that the cuts find its work too
                 wait_until_filed(tmp_path / "live" / "spool", FILED_BEFORE_CUTS, services)
-            for number in range(count):
+            for number in range(run.cuts):
                 time.sleep(chooser.uniform(0.3, 1.2))
                 cuts.append(cut(device, backing, tmp_path / f"cut-{number}.img", services, ledger))
         finally:
@@ -411,7 +421,7 @@ def test_power_cut_loses_nothing_acknowledged(
     fstype: str, sysctls: None, origin: Origin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     started = time.monotonic()
-    cuts, ledger = power_cuts(fstype, REPO, tmp_path, origin, CUTS, with_worker=True)
+    cuts, ledger = power_cuts(fstype, REPO, tmp_path, origin, FULL_RUN)
     verdicts = [recover_and_inspect(fstype, one.copy, one.acknowledged, tmp_path) for one in cuts]
     lost = sum(len(verdict.lost) for verdict in verdicts)
     with capsys.disabled():
@@ -422,7 +432,7 @@ def test_power_cut_loses_nothing_acknowledged(
             f" {ledger.sent} requests sent, {ledger.resent} resent after a 200; seed {SEED};"
             f" {time.monotonic() - started:.1f}s"
         )
-    assert len(cuts) == CUTS
+    assert len(cuts) == FULL_RUN.cuts
     for number, verdict in enumerate(verdicts):
         assert verdict.checked > 0, f"cut {number}: nothing acknowledged before it, nothing proven"
         assert verdict.lost == [], f"cut {number}: acknowledged but lost: {verdict.lost[:5]}"
@@ -440,7 +450,7 @@ class Mutant:
     file: str
     original: str
     replacement: str
-    with_worker: bool  # whether the worker runs during the load
+    run: Run
 
     def source(self, tmp_path: Path) -> Path:
         source = tmp_path / "mutant"
@@ -466,7 +476,18 @@ MUTANTS = [
         "mospool/spool.py",
         "            os.fsync(fd)\n        except BaseException:",
         "            pass\n        except BaseException:",
-        with_worker=False,
+        Run(cuts=1, with_worker=False),
+    ),
+    # Without the directory fsync a rename reaches the disk only with the next fsync on the filesystem, which
+    # on ext4 and XFS commits every earlier metadata change: under load another postback's fsync covers it.
+    # One connection that pauses after each 200, no worker: the cut finds the last acknowledged rename
+    # uncommitted (its file, fsynced, stays in tmp/) unless it falls in the short spell of the next request.
+    Mutant(
+        "receiver without its directory fsync",
+        "mospool/spool.py",
+        "        self._incoming_sync.sync()\n        return postback_id\n",
+        "        return postback_id\n",
+        Run(cuts=3, with_worker=False, senders=1, pace_seconds=0.3),
     ),
     # A worker that files records without syncing them: they are published (the receiver's and the index's
     # fsyncs commit the renames), but their files' data never reached the disk. Patched at the entry point so
@@ -476,7 +497,7 @@ MUTANTS = [
         "spool_worker.py",
         'log = logging.getLogger("mospool.spool_worker")\n',
         'log = logging.getLogger("mospool.spool_worker")\nos.fsync = os.fdatasync = lambda fd: None\n',
-        with_worker=True,
+        Run(cuts=1, with_worker=True),
     ),
 ]
 
@@ -493,7 +514,7 @@ def test_power_cut_finds_a_missing_fsync(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The same cuts, run with a mutant of the source, find acknowledged postbacks lost or altered."""
-    cuts, _ = power_cuts(fstype, mutant.source(tmp_path), tmp_path, origin, MUTANT_CUTS, mutant.with_worker)
+    cuts, _ = power_cuts(fstype, mutant.source(tmp_path), tmp_path, origin, mutant.run)
     verdicts = [recover_and_inspect(fstype, one.copy, one.acknowledged, tmp_path) for one in cuts]
     with capsys.disabled():
         print(
