@@ -5,8 +5,9 @@ over it, and every postback acknowledged with 200 must be in processed/ exactly 
 partial folder and the index naming exactly the published folders.
 
 The suite tests from the outside (processes, files, the index read-only), so it holds whatever the worker's
-filing looks like inside. The last test removes one fsync from a copy of the source and shows the same
-procedure then finds acknowledged postbacks lost: the suite can see a missing fsync.
+filing looks like inside. The last tests run the same cuts with mutants of the source (the receiver without
+its file fsync or its directory fsync, the worker without its fsyncs) and find acknowledged postbacks lost:
+the suite can see a missing fsync. Figures go to the log past pytest's capture, like tests/test_crash.py's.
 """
 
 from __future__ import annotations
@@ -44,10 +45,6 @@ CONFIG: dict[str, dict[str, object]] = {
     "media": {"allow_private_networks": "yes", "retry_base_seconds": 0.2, "timeout_seconds": 10},
     "logging": {"level": "WARNING"},
 }
-
-# The receiver's file fsync, in Spool.write_new: without it an acknowledged file is only in the page cache.
-FILE_FSYNC = "            os.fsync(fd)\n        except BaseException:"
-FILE_FSYNC_REMOVED = "            pass\n        except BaseException:"
 
 
 @dataclass(frozen=True)
