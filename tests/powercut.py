@@ -11,6 +11,7 @@ flushed (the copy keeps every block that reached the loop device).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -28,6 +29,11 @@ SYSCTLS = {
     "fs/xfs/xfssyncd_centisecs": "720000",
 }
 
+# The sysctls are the machine's, so two runs at once (two worktrees, say) would save each other's settings and
+# leave writeback off for good: a machine-wide lock makes them take turns.
+LOCK_FILE = Path("/run/lock/mo-spool-powercut.lock")
+LOCK_WAIT_SECONDS = 120
+
 MKFS = {
     # Inode tables and journal zeroed now, so no ext4lazyinit thread writes to the device during a cut.
     "ext4": ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"],
@@ -42,18 +48,37 @@ def run(*args: str) -> str:
 
 
 @contextlib.contextmanager
+def machine_lock(path: Path = LOCK_FILE, timeout: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, f"another power-cut run held {path} for {timeout}s"
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def writeback_off(settings: Mapping[str, str] = SYSCTLS) -> Iterator[None]:
-    """Set the sysctls for the duration and put every one back, whatever happens."""
+    """Set the sysctls for the duration and put every one back, whatever happens (one run at a time)."""
     saved: dict[Path, str] = {}
-    try:
-        for name, value in settings.items():
-            path = Path("/proc/sys") / name
-            saved[path] = path.read_text().strip()
-            path.write_text(value)
-        yield
-    finally:
-        for path, value in saved.items():
-            path.write_text(value)
+    with machine_lock():
+        try:
+            for name, value in settings.items():
+                path = Path("/proc/sys") / name
+                saved[path] = path.read_text().strip()
+                path.write_text(value)
+            yield
+        finally:
+            for path, value in saved.items():
+                path.write_text(value)
 
 
 @contextlib.contextmanager
