@@ -9,10 +9,16 @@ import platform
 from bench import forward_bench, receiver_bench, worker_bench
 from bench.filesystem import fresh_ext4
 
+PARTS = ("receiver", "worker", "media", "webhooks", "scale")
+Row = tuple[str, float, float, float | None, str]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller counts and shorter runs (a smoke test)")
+    parser.add_argument(
+        "--only", action="append", choices=PARTS, help="run only this part (repeatable; default: all)"
+    )
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     print(
@@ -20,13 +26,42 @@ def main() -> None:
     )
     with fresh_ext4() as where:
         print(f"spools on: {where}")
-        run(scale, args.quick)
+        run(scale, args.quick, args.only or PARTS)
 
 
-def run(scale: int, quick: bool) -> None:
+def run(scale: int, quick: bool, parts: tuple[str, ...] | list[str]) -> None:
+    rows: list[Row] = []
+    if "receiver" in parts:
+        rows += receiver_rows(quick)
+    if "worker" in parts:
+        plain = worker_bench.bench_no_media(10_000 // scale)
+        rows.append(
+            (
+                f"worker --once, {10_000 // scale} without media: postbacks/s",
+                plain["mospool"],
+                plain["baseline"],
+                None,
+                "baseline: minimal durable filer",
+            )
+        )
+    if "media" in parts:
+        rows.append(media_row(2_000 // scale, parallel=8))
+    if "webhooks" in parts:
+        rows.append(webhooks_row(2_000 // scale, rounds=3 if quick else 5))
+    print_table(rows)
+    if "scale" in parts:
+        scale_run = worker_bench.bench_scale(100_000 // scale)
+        print()
+        print(
+            f"worker with {100_000 // scale} waiting: first record after {scale_run['first_record_seconds']:.2f} s"
+            f" (target < 2 s), peak RSS {scale_run['peak_rss_mb']:.0f} MB (target < 150 MB)"
+        )
+
+
+def receiver_rows(quick: bool) -> list[Row]:
     receiver = receiver_bench.measure(rounds=1 if quick else 5, seconds=2 if quick else 5)
     mine, hello, durable = receiver["mo-spool"], receiver["hello (a)"], receiver["durable (b)"]
-    rows: list[tuple[str, float, float, float | None, str]] = [
+    return [
         (
             "receiver, 1 conn: p50 latency (ms)",
             mine["serial_p50_ms"],
@@ -50,34 +85,36 @@ def run(scale: int, quick: bool) -> None:
             ">= 0.9 x (b)",
         ),
     ]
-    plain = worker_bench.bench_no_media(10_000 // scale)
-    media = worker_bench.bench_media(2_000 // scale, parallel=8)
-    rows += [
-        (
-            f"worker --once, {10_000 // scale} without media: postbacks/s",
-            plain["mospool"],
-            plain["baseline"],
-            None,
-            "baseline: minimal durable filer",
-        ),
-        (
-            f"worker --once, {2_000 // scale} with 2 parts: postbacks/s",
-            media["mospool"],
-            media["baseline"],
-            None,
-            ">= 0.8 x origin alone",
-        ),
-    ]
-    webhooks = forward_bench.measure(2_000 // scale, concurrency=4, rounds=3 if quick else 5)
-    rows.append(
-        (
-            f"webhooks, {2_000 // scale} x 4 conns: deliveries/s",
-            webhooks["mospool"],
-            webhooks["baseline"],
-            None,
-            ">= 0.8 x plain urllib3 pool",
-        )
+
+
+def media_row(count: int, parallel: int) -> Row:
+    media = worker_bench.bench_media(count, parallel=parallel)
+    print(
+        f"media over TLS, 100 ms per request: TCP connections opened: worker {media['mospool_connections']:.0f},"
+        f" baseline {media['baseline_connections']:.0f} (both at most {parallel})"
     )
+    return (
+        f"worker --once, {count} with 2 TLS parts: postbacks/s",
+        media["mospool"],
+        media["baseline"],
+        None,
+        ">= 0.8 x pooled client",
+    )
+
+
+def webhooks_row(count: int, rounds: int) -> Row:
+    webhooks = forward_bench.measure(count, concurrency=4, rounds=rounds)
+    print(f"webhooks: median ratio of {rounds} back-to-back pairs {webhooks['ratio']:.2f}")
+    return (
+        f"webhooks, {count} x 4 conns: deliveries/s",
+        webhooks["mospool"],
+        webhooks["baseline"],
+        None,
+        ">= 0.8 x plain urllib3 pool",
+    )
+
+
+def print_table(rows: list[Row]) -> None:
     print()
     print(
         f"| {'figure':<52} | {'mo-spool':>9} | {'baseline':>9} | {'ratio':>6} | {'hello (a)':>9} | target |"
@@ -88,12 +125,6 @@ def run(scale: int, quick: bool) -> None:
         print(
             f"| {label:<52} | {value:9.2f} | {baseline:9.2f} | {value / baseline:6.2f} | {extra} | {target} |"
         )
-    scale_run = worker_bench.bench_scale(100_000 // scale)
-    print()
-    print(
-        f"worker with {100_000 // scale} waiting: first record after {scale_run['first_record_seconds']:.2f} s"
-        f" (target < 2 s), peak RSS {scale_run['peak_rss_mb']:.0f} MB (target < 150 MB)"
-    )
 
 
 if __name__ == "__main__":

@@ -218,6 +218,7 @@ def test_a_4xx_is_parked_shown_and_redeliverable(tmp_path: Path, capsys: pytest.
 
 
 def test_redeliver_names_what_is_not_undelivered(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Spool(tmp_path / "spool").create()
     Outbox(tmp_path / "spool").create()
     config = write_config(tmp_path / "cli.ini", tmp_path / "spool")
     assert cli_main(["--config", str(config), "redeliver", "20260101T000000.000000Z-000000000000"]) == 2
