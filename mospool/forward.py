@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 RESPONSE_LIMIT = 4096  # bytes of the application's answer kept for the log and undelivered/
 USER_AGENT = "mo-spool-webhook/1"
+CLOSE_WAIT_SECONDS = 5.0
 
 
 # --- what is sent
@@ -230,11 +231,15 @@ class Forwarder:
             self.start()
 
     def close(self) -> None:
-        """Stop the senders; a try in flight ends within ``timeout_seconds``, anything left waits on disk."""
+        """Stop the senders, letting a try in flight end for a few seconds; anything left waits on disk.
+
+        A try cut short by the exit is sent again at the next start, with the same webhook-id; waiting longer
+        would push the worker's stop past systemd's TimeoutStopSec.
+        """
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        deadline = time.monotonic() + self.settings.timeout_seconds + 1
+        deadline = time.monotonic() + min(self.settings.timeout_seconds + 1, CLOSE_WAIT_SECONDS)
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
         if self._removals is not None:
