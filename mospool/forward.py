@@ -393,8 +393,8 @@ class Forwarder:
             entry = self.outbox.read(name)
         except FileNotFoundError:
             return "gone", None
-        except ValueError:  # written before a crash that came before its record was published
-            return "not filed", None
+        except ValueError as exc:
+            return self._unreadable(name, exc), None
         published = entry.record and os.path.isdir(f"{self.spool.root}/{entry.record}")  # noqa: PTH112
         if not published:  # not (yet) where prepare() expected it
             folder = self.spool.filed(entry.spool_id)
@@ -406,6 +406,16 @@ class Forwarder:
                 self.outbox.remove(name)
                 return "dropped", None
         return self._post(name, entry)
+
+    def _unreadable(self, name: str, error: ValueError) -> str:
+        """Half written by a crash before its record was published (it is written again when the postback
+        is filed); but once the record is filed, a damaged entry can only be parked."""
+        if self.spool.filed(name.rsplit(".", 1)[0]) is None:
+            return "not filed"
+        log.error("webhook entry %s is damaged, parked in undelivered/: %s", name, error)
+        self.outbox.park(name, {}, f"damaged outbox entry: {error}")
+        self._forget_schedule(name)
+        return "undelivered"
 
     def _post(self, name: str, entry: Entry) -> tuple[str, float | None]:
         with self._cond:

@@ -302,3 +302,14 @@ def test_outputs_for_adds_the_forwarder_only_when_configured(tmp_path: Path) -> 
     (forwarder,) = outputs_for(on, spool, None)  # type: ignore[arg-type]
     assert isinstance(forwarder, Forwarder)
     assert (spool.root / "outbox").is_dir() and (spool.root / "undelivered").is_dir()
+
+
+def test_a_damaged_entry_of_a_filed_record_is_parked(app: App, tmp_path: Path) -> None:
+    r = rig(tmp_path, app.url)
+    postback_id = publish(r.spool, SMS_MO)
+    r.worker.drain()
+    r.outbox.entry_path(f"{postback_id}.001").write_bytes(b'{"webhook_id": "msg_')
+    assert r.forwarder.deliver_due() == {"undelivered": 1}
+    parked = r.outbox.schedule(f"{postback_id}.001", r.outbox.undelivered)
+    assert parked["reason"].startswith("damaged outbox entry")
+    assert app.received == []
