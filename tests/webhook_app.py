@@ -106,7 +106,11 @@ class App:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request (kill -9): nothing was delivered
+                    self.close_connection = True
+                    return
                 reply = app._take({k.lower(): v for k, v in self.headers.items()}, body)
                 time.sleep(reply.stall_seconds)
                 answer = json.dumps({"status": reply.status}).encode()
