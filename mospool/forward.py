@@ -2,8 +2,9 @@
 
 ``Forwarder`` is an ``Output`` of the filer. ``prepare`` writes one outbox entry per notice, through the
 filer's batch, so the entry is as durable as the record. The entry is written before its record folder is
-published: the sender delivers it only once ``spool.filed`` finds the folder (and drops it if the folder
-landed in a state that is not forwarded). ``published`` only wakes the sender. Delivery runs on
+published, and names where it will be: the sender delivers it only once the folder is there (and drops it if
+``spool.filed`` finds the record elsewhere, in a state that is not forwarded). ``published`` only wakes the
+sender. Delivery runs on
 ``concurrency`` threads of its own, fed by those hints and by a rescan of outbox/ at start and every
 ``rescan_seconds``: the directory is the truth. Requests are signed per Standard Webhooks by the
 ``standardwebhooks`` library; the entry is removed after a 2xx, retried with backoff on a 5xx, 408, 429,
