@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import multiprocessing
 import os
 import signal
 import statistics
@@ -21,7 +22,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,6 +59,18 @@ def sink() -> Iterator[str]:
         finally:
             os.killpg(nginx.pid, signal.SIGTERM)
             nginx.wait(timeout=20)
+            wait_for_group_exit(nginx.pid)
+
+
+def wait_for_group_exit(group: int, seconds: float = 10.0) -> None:
+    """nginx's workers outlive its master by a moment; the scratch filesystem cannot be unmounted till then."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def filed_outbox(spool_dir: Path, count: int, settings: ForwardSettings) -> dict[str, bytes]:
@@ -120,7 +133,9 @@ def measure(count: int, concurrency: int = 4, rounds: int = 5) -> dict[str, floa
     with sink() as url, tempfile.TemporaryDirectory() as tmp:
         settings = ForwardSettings(url=url, secret=SECRET, concurrency=concurrency, timeout_seconds=10)
         spool_dir = Path(tmp) / "spool"
-        entries = filed_outbox(spool_dir, count, settings)
+        # In a child process: the worker holds a descriptor on the spool (for syncfs) until it exits.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as child:
+            entries = child.submit(filed_outbox, spool_dir, count, settings).result()
         bodies = [json.loads(data)["body"].encode() for data in entries.values()]
         mine, plain, ratios = [], [], []
         for number in range(rounds):
