@@ -6,10 +6,10 @@ import argparse
 import os
 import platform
 
-from bench import receiver_bench, worker_bench
+from bench import forward_bench, receiver_bench, worker_bench
 from bench.filesystem import fresh_ext4
 
-PARTS = ("receiver", "worker", "media", "scale")
+PARTS = ("receiver", "worker", "media", "webhooks", "scale")
 Row = tuple[str, float, float, float | None, str]
 
 
@@ -46,6 +46,8 @@ def run(scale: int, quick: bool, parts: tuple[str, ...] | list[str]) -> None:
         )
     if "media" in parts:
         rows.append(media_row(2_000 // scale, parallel=8))
+    if "webhooks" in parts:
+        rows.append(webhooks_row(2_000 // scale, rounds=3 if quick else 5))
     print_table(rows)
     if "scale" in parts:
         scale_run = worker_bench.bench_scale(100_000 // scale)
@@ -97,6 +99,18 @@ def media_row(count: int, parallel: int) -> Row:
         media["baseline"],
         None,
         ">= 0.8 x pooled client",
+    )
+
+
+def webhooks_row(count: int, rounds: int) -> Row:
+    webhooks = forward_bench.measure(count, concurrency=4, rounds=rounds)
+    print(f"webhooks: median ratio of {rounds} back-to-back pairs {webhooks['ratio']:.2f}")
+    return (
+        f"webhooks, {count} x 4 conns: deliveries/s",
+        webhooks["mospool"],
+        webhooks["baseline"],
+        None,
+        ">= 0.8 x plain urllib3 pool",
     )
 
 

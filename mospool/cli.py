@@ -32,11 +32,13 @@ from mospool.config import (
 )
 from mospool.index import FILE_NAME as INDEX_FILE
 from mospool.index import Index
+from mospool.outbox import Outbox
 from mospool.record import FILED_STATES, read_folder
 from mospool.spool import DIR_MODE, SUFFIX, Spool, SpoolError, State, encode, fsync_dir, id_time
 
 FOLDER_STATES = tuple(state.value for state in FILED_STATES)
 FILE_STATES = tuple(state.value for state in (State.INCOMING, State.WORK, State.DEFERRED))
+DELIVERY_STATES = ("undelivered",)  # webhooks that gave up (mospool.forward)
 # What makes a folder a spool (the receiver and the worker create these; dismissed/ may come later).
 SPOOL_FOLDERS = ("tmp", *FILE_STATES, "processed", "failed", "duplicates")
 REASON_WIDTH = 80
@@ -115,7 +117,7 @@ def _parser(prog: str, default_config: Path) -> argparse.ArgumentParser:
         _human_status,
     )
     listing = command("list", list_state, "list postbacks in one state", _human_rows)
-    listing.add_argument("state", choices=FILE_STATES + FOLDER_STATES)
+    listing.add_argument("state", choices=FILE_STATES + FOLDER_STATES + DELIVERY_STATES)
     listing.add_argument("--since", type=_date, help="YYYY-MM-DD (UTC receive date)")
     listing.add_argument("--limit", type=int, default=50)
     show_cmd = command("show", show, "everything about one postback", _human_outline)
@@ -145,6 +147,9 @@ def _parser(prog: str, default_config: Path) -> argparse.ArgumentParser:
     purging.add_argument("--state", choices=FOLDER_STATES, action="append")
     purging.add_argument("--dry-run", action="store_true")
     command("reindex", reindex, "rebuild the index from processed/ and duplicates/", _human_reindex)
+    redelivering = command("redeliver", redeliver, "put undelivered webhooks back in the outbox", _human_rows)
+    redelivering.add_argument("ids", nargs="*", help="postback ids, or entries <id>.<NNN>")
+    redelivering.add_argument("--all", action="store_true", help="every undelivered webhook")
     return parser
 
 
@@ -253,12 +258,16 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
         alerts.append(f"oldest waiting postback is {oldest:.0f}s old")
     if counts["failed"]:
         alerts.append(f"{counts['failed']} postbacks in failed/")
+    webhooks = _delivery_counts(spool)
+    if webhooks["undelivered"]:
+        alerts.append(f"{webhooks['undelivered']} webhooks in undelivered/ (list undelivered, redeliver)")
     result = {
         "counts": counts,
         "oldest_waiting_seconds": round(oldest, 1),
         "failures": dict(reasons.most_common()),
         "last_processed_at": dt.datetime.fromtimestamp(last, dt.UTC).isoformat() if last else None,
         "free_bytes": spool.free_bytes(),
+        "webhooks": webhooks,
         "attention": alerts,
     }
     return result, 1 if alerts else 0
@@ -273,6 +282,8 @@ def _ellipsized(text: str, width: int) -> str:
 def list_state(
     settings: Settings, spool: Spool, args: argparse.Namespace
 ) -> tuple[list[dict[str, Any]], int]:
+    if args.state in DELIVERY_STATES:
+        return _undelivered_rows(spool, args.limit), 0
     if args.state in FILE_STATES:
         rows = [
             {"id": p.name.removesuffix(SUFFIX), "path": str(p), **_retry_summary(p)}
@@ -507,6 +518,40 @@ def reindex(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple
     return {"records": count}, 0
 
 
+# --- webhook deliveries (mospool.forward)
+
+
+def _delivery_counts(spool: Spool) -> dict[str, int]:
+    outbox = Outbox(spool.root)
+    return {"outbox": outbox.count(outbox.pending), "undelivered": outbox.count(outbox.undelivered)}
+
+
+def _undelivered_rows(spool: Spool, limit: int) -> list[dict[str, Any]]:
+    outbox = Outbox(spool.root)
+    rows = []
+    for name in sorted(outbox.names(outbox.undelivered))[:limit]:
+        parked = outbox.schedule(name, outbox.undelivered)
+        reason, attempts = parked.get("reason"), parked.get("attempts", 1)
+        rows.append({"id": name, "attempts": attempts, "reason": reason, "path": str(outbox.undelivered)})
+    return rows
+
+
+def redeliver(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
+    """Undelivered entries back into outbox/, fresh schedule; the worker sends them at its next rescan."""
+    outbox = Outbox(spool.root)
+    parked = sorted(outbox.names(outbox.undelivered))
+    if not args.all and not args.ids:
+        raise CommandError("redeliver needs postback ids (or entries <id>.<NNN>) or --all")
+    wanted = set(args.ids)
+    chosen = [name for name in parked if args.all or {name, name.rsplit(".", 1)[0]} & wanted]
+    missing = wanted - set(chosen) - {name.rsplit(".", 1)[0] for name in chosen}
+    if missing:
+        raise CommandError(f"not in undelivered/: {', '.join(sorted(missing))}")
+    for name in chosen:
+        outbox.redeliver(name)
+    return [{"id": name, "requeued": str(outbox.entry_path(name))} for name in chosen], 0
+
+
 # --- output for people: one function per kind of result
 
 
@@ -558,6 +603,8 @@ def _human_status(status: dict[str, Any]) -> str:
     lines.append(f"oldest waiting: {status['oldest_waiting_seconds']:.0f}s")
     lines.append(f"last processed: {status['last_processed_at'] or 'never'}")
     lines.append(f"free space:     {status['free_bytes'] / 2**30:.1f} GiB")
+    webhooks = status["webhooks"]
+    lines.append(f"webhooks:       {webhooks['outbox']} in outbox/, {webhooks['undelivered']} undelivered")
     if status["failures"]:
         lines.append("failures:")
         lines += [f"  {count:>5}  {reason}" for reason, count in status["failures"].items()]

@@ -5,10 +5,13 @@ Every error names the section and key, so a typo stops start-up with a message a
 
 from __future__ import annotations
 
+import base64
+import binascii
 import configparser
 import dataclasses
 import ipaddress
 import os
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +84,25 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True)
+class ForwardSettings:
+    """Webhook delivery of each filed message to the business's application; off while ``url`` is empty."""
+
+    url: str = ""
+    secret: str = ""  # whsec_<base64>, the Standard Webhooks form
+    timeout_seconds: float = 10.0
+    concurrency: int = 4
+    attempts: int = 12
+    retry_base_seconds: float = 30.0
+    give_up_after_seconds: float = 24 * 3600.0
+    states: tuple[str, ...] = ("processed",)
+    media_base_url: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
+@dataclass(frozen=True)
 class Settings:
     spool: SpoolSettings
     receiver: ReceiverSettings = ReceiverSettings()
@@ -88,6 +110,7 @@ class Settings:
     media: MediaSettings = MediaSettings()
     retention: RetentionSettings = RetentionSettings()
     monitor: MonitorSettings = MonitorSettings()
+    forward: ForwardSettings = ForwardSettings()
     log_level: str = "INFO"
 
     @classmethod
@@ -171,6 +194,44 @@ def _log_level(raw: str) -> str:
     return raw.upper()
 
 
+def _http_url(raw: str) -> str:
+    if not raw:
+        return raw
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return raw
+
+
+def _webhook_secret(raw: str) -> str:
+    """The Standard Webhooks form: ``whsec_`` then the base64 of at least 24 random bytes."""
+    if not raw:
+        return raw
+    key = raw.removeprefix("whsec_")
+    try:
+        decoded = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if not raw.startswith("whsec_") or len(decoded) < 24:
+        raise ValueError(
+            "must be whsec_ followed by the base64 of at least 24 random bytes; make one with: "
+            "python3 -c 'import base64,os; print(\"whsec_\" + base64.b64encode(os.urandom(32)).decode())'"
+        )
+    return raw
+
+
+def _forwarded_states(raw: str) -> tuple[str, ...]:
+    states = _words(raw)
+    unknown = [state for state in states if state not in FORWARDABLE_STATES]
+    if unknown or not states:
+        raise ValueError(f"must be one or more of {', '.join(FORWARDABLE_STATES)}")
+    return states
+
+
+FORWARDABLE_STATES = ("processed", "failed", "duplicates")
+# Values never echoed back in an error message.
+SECRET_KEYS = {("forward", "secret")}
+
 Parser = Callable[[str], Any]
 
 # section -> key -> (dataclass field, parser). The key names are the config file's contract.
@@ -209,6 +270,17 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "duplicates_days": _positive_int,
     },
     "monitor": {"metrics_textfile": str, "backlog_alert_seconds": _positive_int},
+    "forward": {
+        "url": _http_url,
+        "secret": _webhook_secret,
+        "timeout_seconds": _positive_float,
+        "concurrency": _positive_int,
+        "attempts": _positive_int,
+        "retry_base_seconds": _positive_float,
+        "give_up_after_seconds": _positive_float,
+        "states": _forwarded_states,
+        "media_base_url": _http_url,
+    },
     "logging": {"level": _log_level},
 }
 
@@ -257,9 +329,13 @@ def _validated(parser: configparser.ConfigParser, path: Path) -> dict[str, dict[
             try:
                 values[section][key] = keys[key](raw.strip())
             except ValueError as exc:
-                raise ConfigError(f"{path}: [{section}] {key} = {raw!r}: {exc}") from exc
+                shown = "(hidden)" if (section, key) in SECRET_KEYS else repr(raw)
+                raise ConfigError(f"{path}: [{section}] {key} = {shown}: {exc}") from exc
     if not values.get("spool", {}).get("dir"):
         raise ConfigError(f"{path}: [spool] dir is required")
+    forward = values.get("forward", {})
+    if forward.get("url") and not forward.get("secret"):
+        raise ConfigError(f"{path}: [forward] secret is required when [forward] url is set")
     return values
 
 
@@ -279,6 +355,7 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
         media=MediaSettings(**values.get("media", {})),
         retention=RetentionSettings(**values.get("retention", {})),
         monitor=MonitorSettings(**monitor),
+        forward=ForwardSettings(**values.get("forward", {})),
         log_level=logging_section.get("level", "INFO"),
     )
 

@@ -42,11 +42,31 @@ class Metrics:
             "mospool_backlog_oldest_seconds", "Age of the oldest waiting postback", registry=self.registry
         )
 
+        self.deliveries = Counter(
+            "mospool_deliveries",
+            "Webhook tries, by outcome (delivered, retry, undelivered, dropped)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.outbox_pending = Gauge(
+            "mospool_outbox_pending", "Webhook deliveries waiting in outbox/", registry=self.registry
+        )
+        self.undelivered = Gauge(
+            "mospool_undelivered", "Webhook deliveries parked in undelivered/", registry=self.registry
+        )
+
     def handled(self, kind: str, outcome: str, seconds: float) -> None:
         self.postbacks.labels(kind=kind, outcome=outcome).inc()
         self.latency.observe(seconds)
         if outcome == "deferred":
             self.media_retries.inc()
+
+    def delivered(self, outcome: str) -> None:
+        self.deliveries.labels(outcome=outcome).inc()
+
+    def set_outbox(self, pending: int, undelivered: int) -> None:
+        self.outbox_pending.set(pending)
+        self.undelivered.set(undelivered)
 
     def set_backlog(self, count: int, oldest_seconds: float) -> None:
         self.backlog.set(count)

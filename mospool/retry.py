@@ -8,12 +8,15 @@ so a restart keeps the schedule.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import email.utils
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mospool.config import MediaSettings
+from mospool.config import ForwardSettings, MediaSettings
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,10 @@ class Policy:
 
     @classmethod
     def for_media(cls, settings: MediaSettings) -> Policy:
+        return cls(settings.retry_base_seconds, settings.attempts, settings.give_up_after_seconds)
+
+    @classmethod
+    def for_forward(cls, settings: ForwardSettings) -> Policy:
         return cls(settings.retry_base_seconds, settings.attempts, settings.give_up_after_seconds)
 
 
@@ -68,3 +75,15 @@ def attempts_so_far(state: Mapping[str, Any]) -> int:
 
 def due(state: Mapping[str, Any], now_epoch: float) -> bool:
     return float(state.get("next_try_epoch", 0)) <= now_epoch
+
+
+def retry_after_seconds(raw: str | None) -> float | None:
+    """A ``Retry-After`` header (seconds, or an HTTP date) as seconds from now; None if unusable."""
+    if not raw:
+        return None
+    if raw.strip().isdigit():
+        return float(raw.strip())
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(raw)
+        return max(when.timestamp() - time.time(), 0.0)
+    return None

@@ -25,6 +25,7 @@ from watchdog.observers import Observer
 from mospool import media, retry
 from mospool.config import Settings
 from mospool.filer import Filer, Output
+from mospool.forward import Forwarder
 from mospool.index import Index
 from mospool.metrics import Metrics
 from mospool.process import STORAGE_ERRORS, Claimed, Processor
@@ -44,9 +45,14 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def outputs_for(settings: Settings, spool: Spool, index: Index) -> list[Output]:
+def outputs_for(
+    settings: Settings, spool: Spool, index: Index, metrics: Metrics | None = None
+) -> list[Output]:
     """What each filed record feeds, by the configuration."""
-    return []
+    outputs: list[Output] = []
+    if settings.forward.enabled:
+        outputs.append(Forwarder(settings.forward, spool, metrics, settings.worker.rescan_seconds))
+    return outputs
 
 
 class Worker:
@@ -57,7 +63,7 @@ class Worker:
         self.index = Index(self.spool.root)
         self.metrics = Metrics(settings.monitor.metrics_textfile)
         self.media = media.Fetcher(settings.media)  # shared by every postback thread: one download pool
-        chosen = outputs_for(settings, self.spool, self.index) if outputs is None else outputs
+        chosen = outputs_for(settings, self.spool, self.index, self.metrics) if outputs is None else outputs
         self.filer = Filer(self.spool, self.index, self.metrics, chosen)
         self.processor = Processor(settings, self.spool, self.index, self.filer, self.metrics, self.media)
         self._in_flight: set[str] = set()

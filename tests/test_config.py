@@ -182,3 +182,34 @@ def test_a_bad_config_exits_2_from_every_entry_point(tmp_path: Path, text: str, 
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2, (name, result.stderr[-2000:])
         assert expected in result.stderr and str(path) in result.stderr, (name, result.stderr[-2000:])
+
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_forward_is_off_by_default_and_read_when_set(tmp_path: Path) -> None:
+    assert load_settings(DEFAULT_CONFIG).forward.enabled is False
+    text = f"[forward]\nurl = https://app.example.com/hooks\nsecret = {SECRET}\nstates = processed failed"
+    forward = load_settings(write(tmp_path, text)).forward
+    assert forward.enabled
+    assert forward.states == ("processed", "failed")
+    assert forward.secret == SECRET
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("url = https://a.example/h", r"\[forward\] secret is required when \[forward\] url is set"),
+        ("secret = not-a-secret", r"\[forward\] secret = \(hidden\): must be whsec_"),
+        ("secret = whsec_c2hvcnQ=", r"\[forward\] secret = \(hidden\): must be whsec_"),
+        ("url = ftp://a.example/h", r"\[forward\] url = 'ftp://a.example/h': must be an http"),
+        ("states = processed incoming", r"\[forward\] states"),
+        ("concurrency = 0", r"\[forward\] concurrency"),
+    ],
+)
+def test_bad_forward_settings_name_the_key_and_hide_the_secret(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(write(tmp_path, f"[forward]\n{text}"))
+    assert "not-a-secret" not in str(caught.value)

@@ -1,0 +1,172 @@
+"""Webhook delivery rate, side by side with a plain pooled client in the same run.
+
+Both post the same bodies, with the same concurrency, to the same local application: an nginx that answers
+204 to any POST, so what is measured is the sending side. mo-spool is the real ``Forwarder`` (its sender
+threads, reading each outbox entry, checking its record is filed, signing, removing the entry); the baseline
+is a ``urllib3.PoolManager`` shared by as many threads, with the same client settings (no retries, the same
+request timeout), posting the bodies from memory, unsigned.
+
+`python -m bench.forward_bench [--count N] [--concurrency C]` prints the figures on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import urllib3
+
+from bench.filesystem import fresh_ext4
+from mospool.config import ForwardSettings, Settings, WorkerSettings
+from mospool.forward import Forwarder
+from mospool.outbox import Outbox
+from mospool.spool import Spool, new_id
+from mospool.worker import Worker
+from tests.servers import free_port, wait_for_http
+from tests.webhook_app import SECRET
+
+
+@contextmanager
+def sink() -> Iterator[str]:
+    """nginx on a loopback port answering 204 to everything: the application, as fast as it gets."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root, port = Path(tmp), free_port()
+        conf = root / "nginx.conf"
+        conf.write_text(
+            f"user root;\nworker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n"
+            "events { worker_connections 1024; }\n"
+            f"http {{\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n"
+            f"  fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n"
+            f"  scgi_temp_path {root}/scgi;\n  access_log off;\n  keepalive_requests 1000000;\n"
+            f"  server {{ listen 127.0.0.1:{port}; location / {{ return 204; }} }}\n}}\n"
+        )
+        nginx = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"], start_new_session=True)
+        try:
+            wait_for_http("127.0.0.1", port, "/")
+            yield f"http://127.0.0.1:{port}/hooks/mo"
+        finally:
+            os.killpg(nginx.pid, signal.SIGTERM)
+            nginx.wait(timeout=20)
+            wait_for_group_exit(nginx.pid)
+
+
+def wait_for_group_exit(group: int, seconds: float = 10.0) -> None:
+    """nginx's workers outlive its master by a moment; the scratch filesystem cannot be unmounted till then."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def filed_outbox(spool_dir: Path, count: int, settings: ForwardSettings) -> dict[str, bytes]:
+    """File ``count`` SMS postbacks through the real worker; returns the outbox entries it wrote."""
+    spool = Spool(spool_dir)
+    spool.create()
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    for n in range(count):
+        now = start + dt.timedelta(microseconds=n)
+        body = json.dumps(
+            {"origin": "SMS_MO", "code": "N401", "from": f"1774555{n:04d}", "to": "28444",
+             "tracking-id": f"bench-{n}", "message-text": f"message {n}"}
+        ).encode()  # fmt: skip
+        spool.publish({"received_at": now.isoformat(), "content_type": "application/json"}, body, new_id(now))
+    config = Settings.for_spool(spool_dir, worker=WorkerSettings(concurrency=2), forward=settings)
+    forwarder = Forwarder(settings, spool, background=False)
+    worker = Worker(config, outputs=[forwarder])
+    worker.drain()
+    worker.close()
+    outbox = Outbox(spool_dir)
+    return {name: outbox.entry_path(name).read_bytes() for name in outbox.names(outbox.pending)}
+
+
+def forwarder_rate(spool_dir: Path, entries: dict[str, bytes], settings: ForwardSettings) -> float:
+    outbox = Outbox(spool_dir)
+    for name, data in entries.items():
+        outbox.entry_path(name).write_bytes(data)
+    forwarder = Forwarder(settings, Spool(spool_dir), rescan_seconds=3600)
+    started = time.perf_counter()
+    forwarder.start()
+    while forwarder.scheduled():
+        time.sleep(0.05)
+    seconds = time.perf_counter() - started
+    forwarder.close()
+    assert outbox.count(outbox.pending) == 0 and outbox.count(outbox.undelivered) == 0
+    return len(entries) / seconds
+
+
+def plain_rate(url: str, bodies: list[bytes], concurrency: int, timeout: float) -> float:
+    """The same client settings as the forwarder's (pool size, no retries, the request timeout), nothing else."""
+    pool = urllib3.PoolManager(maxsize=concurrency, retries=False, timeout=urllib3.Timeout(total=timeout))
+
+    def post(body: bytes) -> int:
+        return pool.request("POST", url, body=body, headers={"Content-Type": "application/json"}).status
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as threads:
+        statuses = list(threads.map(post, bodies))
+    seconds = time.perf_counter() - started
+    assert set(statuses) == {204}
+    return len(bodies) / seconds
+
+
+def measure(count: int, concurrency: int = 4, rounds: int = 5) -> dict[str, float]:
+    """Median deliveries/s of each side, and the median of the ratios of back-to-back pairs of runs.
+
+    The pairs alternate which side goes first, and the ratio is taken per pair, so a neighbour's load that
+    comes and goes on a shared machine weighs on both sides alike.
+    """
+    with sink() as url, tempfile.TemporaryDirectory() as tmp:
+        settings = ForwardSettings(url=url, secret=SECRET, concurrency=concurrency, timeout_seconds=10)
+        spool_dir = Path(tmp) / "spool"
+        # In a child process: the worker holds a descriptor on the spool (for syncfs) until it exits.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as child:
+            entries = child.submit(filed_outbox, spool_dir, count, settings).result()
+        bodies = [json.loads(data)["body"].encode() for data in entries.values()]
+        mine, plain, ratios = [], [], []
+        for number in range(rounds):
+            if number % 2:
+                mine.append(forwarder_rate(spool_dir, entries, settings))
+                plain.append(plain_rate(url, bodies, concurrency, settings.timeout_seconds))
+            else:
+                plain.append(plain_rate(url, bodies, concurrency, settings.timeout_seconds))
+                mine.append(forwarder_rate(spool_dir, entries, settings))
+            ratios.append(mine[-1] / plain[-1])
+    return {
+        "mospool": statistics.median(mine),
+        "baseline": statistics.median(plain),
+        "ratio": statistics.median(ratios),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+    with fresh_ext4() as where:
+        print(f"spool on: {where}")
+        result = measure(args.count, args.concurrency)
+    print(
+        f"webhooks, {args.count} x {args.concurrency} conns, 5 pairs: forwarder {result['mospool']:.0f}/s, "
+        f"plain urllib3 pool {result['baseline']:.0f}/s (medians); median pair ratio {result['ratio']:.2f} "
+        "(target >= 0.8)"
+    )
+
+
+if __name__ == "__main__":
+    main()

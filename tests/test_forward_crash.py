@@ -1,0 +1,122 @@
+"""kill -9 of the real worker (spool_worker.py) in the middle of webhook deliveries, then a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mospool.outbox import Outbox
+from mospool.spool import Spool
+from tests.servers import REPO, write_config
+from tests.test_worker import publish
+from tests.webhook_app import SECRET, App, Reply
+
+HELD = 7  # the postback whose webhook the application holds until the worker is killed
+
+
+def sms(n: int) -> bytes:
+    return json.dumps(
+        {"origin": "SMS_MO", "code": "N401", "from": "17745550001", "to": "28444", "tracking-id": f"crash-{n}",
+         "message-text": f"message {n}"}
+    ).encode()  # fmt: skip
+
+
+def batch(n: int) -> bytes:
+    notices = "".join(
+        f"<NOTIFICATION><ORIGIN>SMS_MO</ORIGIN><CODE>N401</CODE><FROM>1555000{k}</FROM><TO>28444</TO>"
+        f"<TRACKINGID>crash-{n}-{k}</TRACKINGID><TEXT>text {k}</TEXT></NOTIFICATION>"
+        for k in (1, 2, 3)
+    )
+    return f"<POSTBACK>{notices}</POSTBACK>".encode()
+
+
+def start_worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "spool_worker.py", "--config", str(config)],
+            cwd=REPO,
+            stderr=handle,
+            start_new_session=True,
+        )
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_kill_9_mid_delivery_loses_nothing_and_repeats_keep_their_id(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    outbox = Outbox(spool.root)
+    holding, release = threading.Event(), threading.Event()
+    held_id: list[str] = []
+
+    def script(webhook_id: str, seen: int) -> Reply:
+        if seen == 0:
+            return Reply(503)  # every message is retried once
+        if held_id and webhook_id == held_id[0] and seen == 1:
+            holding.set()
+            release.wait(60)  # in flight when the worker dies: its entry must be sent again
+            return Reply(200)
+        return Reply(200, stall_seconds=0.05)
+
+    expected: dict[str, int] = {}  # postback id -> notices
+    for n in range(40):
+        body, content_type, count = (
+            (batch(n), "text/xml", 3) if n % 8 == 0 else (sms(n), "application/json", 1)
+        )
+        expected[publish(spool, body, content_type)] = count
+        if n == HELD:
+            held_id.append(f"msg_{next(reversed(expected))}_001")
+    log = tmp_path / "worker.log"
+    with App(script) as app:
+        forward = {"url": app.url, "secret": SECRET, "concurrency": 4, "retry_base_seconds": 0.2}
+        sections: dict[str, dict[str, object]] = {"worker": {"rescan_seconds": 1}, "forward": forward}
+        config = write_config(tmp_path / "config.ini", spool.root, sections)
+        first = start_worker(config, log)
+        try:
+            wait_until(lambda: holding.is_set() and len(app.delivered()) >= 10, 60, "deliveries to start")
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+        release.set()
+        for n in range(40, 60):
+            expected[publish(spool, sms(n))] = 1
+        wanted = {f"msg_{pid}_{k:03d}" for pid, count in expected.items() for k in range(1, count + 1)}
+        second = start_worker(config, log)
+        try:
+            wait_until(
+                lambda: wanted <= set(app.delivered()) and outbox.count(outbox.pending) == 0,
+                90,
+                "every message to be delivered and its entry removed",
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0
+        received = list(app.received)
+
+    unverified = [(item.webhook_id, item.timestamp, item.body[:60]) for item in received if not item.verified]
+    assert unverified == []  # every request passed standardwebhooks' own Webhook.verify
+    bodies: dict[str, set[bytes]] = {}
+    for item in received:
+        bodies.setdefault(item.webhook_id, set()).add(item.body)
+    assert set(bodies) == wanted
+    assert all(len(versions) == 1 for versions in bodies.values())  # every repeat: same id, same bytes
+    answered = [item.webhook_id for item in received if item.status == 200]
+    assert answered.count(held_id[0]) == 2  # answered while the worker died, then sent again
+    assert outbox.count(outbox.pending) == 0  # a kill may leave a temp file: removed after a minute
+    assert outbox.count(outbox.undelivered) == 0
+    lines = [line for line in log.read_text().splitlines() if "webhook msg_" in line]
+    assert any("HTTP 503" in line and "next try" in line for line in lines)
+    assert sum(" delivered: HTTP 200" in line for line in lines) >= len(wanted)
+    print("\n".join(["", "delivery log (first 12 webhook lines):", *lines[:12]]), file=sys.__stderr__)
