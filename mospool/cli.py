@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mospool import logs
+from mospool import logs, pages
 from mospool.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
 from mospool.index import Index
 from mospool.spool import SUFFIX, Spool, SpoolError, encode, id_time
@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     purging.add_argument("--state", choices=FOLDER_STATES, action="append")
     purging.add_argument("--dry-run", action="store_true")
     command("reindex", reindex, "rebuild the index from processed/ and duplicates/")
+    command("pages", pages_command, "write every HTML page of the spool").add_argument(
+        "--rebuild", action="store_true", required=True
+    )
     return parser
 
 
@@ -104,7 +107,12 @@ def _record_folders(spool: Spool, state: str, since: dt.date | None = None) -> I
     root = spool.root / state
     for day in sorted(root.iterdir()) if root.is_dir() else []:
         if day.is_dir() and (since is None or day.name >= since.isoformat()):
-            yield from sorted(day.iterdir())
+            yield from _day_records(day)
+
+
+def _day_records(day: Path) -> list[Path]:
+    """The record folders of one day folder, not its pages."""
+    return sorted(path for path in day.iterdir() if path.is_dir())
 
 
 def _files(spool: Spool, state: str) -> Iterator[Path]:
@@ -310,7 +318,7 @@ def purge(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[d
             root = spool.root / state
             old = [day for day in sorted(root.iterdir()) if day.is_dir() and day.name < cutoff]
             removed[state] = [
-                str(folder.relative_to(spool.root)) for day in old for folder in sorted(day.iterdir())
+                str(folder.relative_to(spool.root)) for day in old for folder in _day_records(day)
             ]
             if not args.dry_run:
                 for day in old:
@@ -328,6 +336,15 @@ def reindex(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple
     finally:
         index.close()
     return {"records": count}, 0
+
+
+def pages_command(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    """Every record page, day page and the root page, for a spool filed before pages (or after a crash)."""
+    index = Index(spool.root)
+    try:
+        return pages.rebuild(spool, index), 0
+    finally:
+        index.close()
 
 
 # --- output for people

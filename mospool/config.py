@@ -77,6 +77,11 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True)
+class PagesSettings:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     spool: SpoolSettings
     receiver: ReceiverSettings = ReceiverSettings()
@@ -84,6 +89,7 @@ class Settings:
     media: MediaSettings = MediaSettings()
     retention: RetentionSettings = RetentionSettings()
     monitor: MonitorSettings = MonitorSettings()
+    pages: PagesSettings = PagesSettings()
     log_level: str = "INFO"
 
     @classmethod
@@ -188,6 +194,7 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
     },
     "monitor": {"metrics_textfile": str, "backlog_alert_seconds": _positive_int},
     "logging": {"level": _log_level},
+    "pages": {"enabled": _boolean},
 }
 
 
@@ -247,6 +254,7 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
         media=MediaSettings(**values.get("media", {})),
         retention=RetentionSettings(**values.get("retention", {})),
         monitor=MonitorSettings(**monitor),
+        pages=PagesSettings(**values.get("pages", {})),
         log_level=logging_section.get("level", "INFO"),
     )
 

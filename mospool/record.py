@@ -136,6 +136,9 @@ class Folder:
         found = note.get("notices")
         return found if isinstance(found, list) else []
 
+    def message_files(self) -> list[Path]:
+        return sorted(self.path.glob("message-*.json")) or [p for p in [self.path / MESSAGE] if p.is_file()]
+
     def body_file(self) -> Path | None:
         return next(iter(sorted(self.path.glob(f"{BODY_STEM}.*"))), None)
 

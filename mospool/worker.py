@@ -27,6 +27,7 @@ from mospool.config import Settings
 from mospool.filer import Filer, Output
 from mospool.index import Index
 from mospool.metrics import Metrics
+from mospool.pages import Pages
 from mospool.process import STORAGE_ERRORS, Claimed, Processor
 from mospool.record import RETRY, read_json
 from mospool.spool import SUFFIX, Spool, id_time
@@ -46,7 +47,10 @@ def utc_now() -> dt.datetime:
 
 def outputs_for(settings: Settings, spool: Spool, index: Index) -> list[Output]:
     """What each filed record feeds, by the configuration."""
-    return []
+    outputs: list[Output] = []
+    if settings.pages.enabled:
+        outputs.append(Pages(spool, index))
+    return outputs
 
 
 class Worker:
