@@ -51,8 +51,9 @@ STAGES = {
 KINDS = {"mms_mo": "MMS", "sms_mo": "SMS", "status": "delivery status", "other": "notice"}
 
 # Day-page cells are cut to these lengths, so a row (and so a page) has a size bound whatever arrives.
-CELL_CHARS = 40
-SNIPPET_CHARS = 100
+KIND_CHARS = 16
+CELL_CHARS = 32
+SNIPPET_CHARS = 80
 
 
 def href(*segments: str) -> str:
@@ -274,7 +275,7 @@ def day_row(row: Mapping[str, Any]) -> Row:
     return Row(
         link=href(spool_id, record.PAGE) + anchor,
         time=_clock(row["received_at"], spool_id),
-        kind=KINDS.get(str(row["kind"]), str(row["kind"] or "?")),
+        kind=KINDS.get(str(row["kind"]), _cut(row["kind"], KIND_CHARS) or "?"),
         sender=_cut(row["sender"], CELL_CHARS),
         recipient=_cut(row["recipient"], CELL_CHARS),
         snippet=_cut(row["subject"] or row["text"], SNIPPET_CHARS),

@@ -2,11 +2,11 @@
 
 A record page (``<state>/YYYY-MM-DD/<id>/index.html``) is written into the build folder through the filer's
 batch, so it is part of the record and never changes. The views are derived from the index's ``messages``
-table and rewritten on the worker's tick (at most every ``REWRITE_SECONDS``), atomically (a temp file
+table and rewritten on the worker's tick (about once a second, whatever was filed in between), atomically (a temp file
 renamed over the old one; being derived, they are not fsynced):
 
 - a day is listed in receive order, cut into pages of ``ROWS_PER_PAGE`` rows: ``page-0001.html`` holds the
-  oldest rows, and so on; ``index.html`` holds the rows after the last full page and links to every page.
+  oldest rows, and so on; ``index.html`` holds the newest ``ROWS_PER_PAGE`` rows and links to every page.
   Only pages from the one holding the earliest newly filed record onward are rewritten, so a record filed in
   order costs one short page whatever the size of the day;
 - the spool root's ``index.html``: counts, backlog, failures by reason and the days.
@@ -33,7 +33,9 @@ from mospool.spool import FILE_MODE, SUFFIX, Spool, State, id_time
 log = logging.getLogger(__name__)
 
 ROWS_PER_PAGE = 250
-REWRITE_SECONDS = 2.0
+# What a page can weigh whatever the postbacks hold (every cell is cut; tests/test_pages.py checks the worst).
+DAY_PAGE_BYTES_MAX = 512 * 1024
+ROOT_PAGE_BYTES_MAX = 256 * 1024
 ROOT_REFRESH_SECONDS = 30.0  # the backlog figures age even when nothing is filed
 WAITING_COUNT_LIMIT = 5000
 REASONS_SHOWN = 20
@@ -93,7 +95,7 @@ class DayPages:
             self._write_full(chunk, full)
         self._drop_pages_after(full)
         links = self._page_links(full)
-        rows = self._rows(full * self.per_page, self.per_page)
+        rows = self._rows(max(total - self.per_page, 0), self.per_page)
         note = f"{total} notifications; this page: the newest {len(rows)}"
         write_view(
             self.folder / record.PAGE, render.day_page(self.state, self.day, rows, links, note, utc_stamp())
@@ -236,7 +238,6 @@ class Pages:
         self._lock = threading.Lock()
         # (state, day) -> the earliest record filed there since the last rewrite
         self._stale: dict[tuple[str, str], str] = dict.fromkeys(self._newest_days(), FROM_THE_START)
-        self._written_at = float("-inf")
         self._root_written_at = float("-inf")
 
     def _newest_days(self) -> Iterator[tuple[str, str]]:
@@ -262,9 +263,8 @@ class Pages:
                 self._stale[key] = folder.spool_id if earliest is None else min(earliest, folder.spool_id)
 
     def tick(self) -> None:
-        now = self.clock()
-        if now - self._written_at >= REWRITE_SECONDS:
-            self.write_views(now)
+        """The worker ticks about once a second: that is the debounce, however many records were filed."""
+        self.write_views(self.clock())
 
     def close(self) -> None:
         self.write_views(self.clock())
@@ -280,7 +280,7 @@ class Pages:
             log.warning("pages: cannot rewrite the day and root pages yet: %s", exc)
             self.published_again(stale)
             return
-        self._written_at = self._root_written_at = now
+        self._root_written_at = now
 
     def _write(self, stale: dict[tuple[str, str], str]) -> None:
         for (state, day), since in sorted(stale.items()):
