@@ -40,6 +40,7 @@ LABELS = {
     "heic": "HEIC photo", "vcf": "vCard contact", "ics": "calendar entry", "smil": "SMIL layout",
     "pdf": "PDF document", "bin": "file of unknown type",
 }  # fmt: skip
+SHOWN = {"image": "picture, ", "video": "video, ", "audio": "audio, ", "text": "text part, "}
 TEXT_PART_LIMIT = 64 * 1024  # a text part is shown up to this many bytes; the file holds all of it
 
 STAGES = {
@@ -164,7 +165,11 @@ def _shown(path: Path, content_type: Any, size: Any) -> Part:
     link = href(record.MEDIA, path.name)
     kind = "image" if extension in IMAGES else "video" if extension in VIDEOS else None
     kind = kind or ("audio" if extension in AUDIOS else "text" if extension in TEXTS else "link")
-    label = LABELS.get(extension, f"{extension.upper()} file") if kind == "link" else extension.upper()
+    label = (
+        LABELS.get(extension, f"{extension.upper()} file")
+        if kind == "link"
+        else SHOWN[kind] + extension.upper()
+    )
     shown = Part(kind, link, label, content_type=str(content_type) if content_type else None)
     shown.size = size if isinstance(size, int) else None
     if kind == "text":

@@ -2,8 +2,8 @@
 
 A record page (``<state>/YYYY-MM-DD/<id>/index.html``) is written into the build folder through the filer's
 batch, so it is part of the record and never changes. The views are derived from the index's ``messages``
-table and rewritten on the worker's tick (about once a second, whatever was filed in between), atomically (a temp file
-renamed over the old one; being derived, they are not fsynced):
+table and rewritten on the worker's tick (about once a second, however many records were filed in between),
+atomically (a temp file renamed over the old one; being derived, they are not fsynced):
 
 - a day is listed in receive order, cut into pages of ``ROWS_PER_PAGE`` rows: ``page-0001.html`` holds the
   oldest rows, and so on; ``index.html`` holds the newest ``ROWS_PER_PAGE`` rows and links to every page.
