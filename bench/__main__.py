@@ -6,13 +6,14 @@ import argparse
 import os
 import platform
 
-from bench import receiver_bench, worker_bench
+from bench import pages_bench, receiver_bench, worker_bench
 from bench.filesystem import fresh_ext4
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller counts and shorter runs (a smoke test)")
+    parser.add_argument("--pages", action="store_true", help="only the pages benchmark (a day of 20,000)")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     print(
@@ -20,7 +21,10 @@ def main() -> None:
     )
     with fresh_ext4() as where:
         print(f"spools on: {where}")
-        run(scale, args.quick)
+        if args.pages:
+            run_pages(20_000 // scale)
+        else:
+            run(scale, args.quick)
 
 
 def run(scale: int, quick: bool) -> None:
@@ -78,12 +82,25 @@ def run(scale: int, quick: bool) -> None:
         print(
             f"| {label:<52} | {value:9.2f} | {baseline:9.2f} | {value / baseline:6.2f} | {extra} | {target} |"
         )
+    run_pages(20_000 // scale)
     scale_run = worker_bench.bench_scale(100_000 // scale)
     print()
     print(
         f"worker with {100_000 // scale} waiting: first record after {scale_run['first_record_seconds']:.2f} s"
         f" (target < 2 s), peak RSS {scale_run['peak_rss_mb']:.0f} MB (target < 150 MB)"
     )
+
+
+def run_pages(count: int) -> None:
+    result = pages_bench.measure(count)
+    on, off, sizes = result["pages_on"], result["pages_off"], result["sizes"]
+    assert isinstance(on, float) and isinstance(off, float) and isinstance(sizes, dict)
+    print()
+    print(
+        f"worker daemon, one day of {count}: {on:.1f} postbacks/s with pages, {off:.1f} without:"
+        f" ratio {on / off:.2f} (target >= 0.9)"
+    )
+    print("largest pages (bytes): " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()))
 
 
 if __name__ == "__main__":

@@ -27,9 +27,11 @@ from mospool.spool import encode, new_id
 REPO = Path(__file__).resolve().parent.parent
 
 
-def fill_incoming(incoming: Path, count: int, media_base: str | None = None) -> None:
+def fill_incoming(
+    incoming: Path, count: int, media_base: str | None = None, start: dt.datetime | None = None
+) -> None:
     """Write count postback files straight into incoming/ (set-up speed; the receiver is benched apart)."""
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    start = start or dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     for n in range(count):
         now = start + dt.timedelta(microseconds=n)
         body = postback_body(n, media_base)
