@@ -10,6 +10,7 @@ and nothing else).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -237,20 +238,22 @@ def _duplicate(folder: Folder) -> Duplicate | None:
 
 
 def _files(folder: Folder) -> list[tuple[str, str]]:
-    """(link, what it is) for each file of the folder a person may want to open."""
-    found = []
-    body = folder.body_file()
-    if body is not None:
-        found.append((body.name, "the body exactly as received"))
-    named = {
+    """(link, what it is) for each file of the folder a person may want to open: one listing, no globbing."""
+    names = sorted(os.listdir(folder.path))  # noqa: PTH208 (names only, one system call)
+    described = {
         record.REQUEST: "what the receiver recorded (time, client address, headers)",
         record.ERROR: "why it failed",
         record.DUPLICATE: "what it duplicates",
         record.SPOOL_FILE: "the damaged spool file, whole",
     }
-    entries = [(path.name, "the normalized record") for path in folder.message_files()]
-    entries += [(name, what) for name, what in named.items() if (folder.path / name).is_file()]
-    found += [(name, what) for name, what in sorted(entries)]
+    found = [
+        (name, "the body exactly as received") for name in names if name.startswith(f"{record.BODY_STEM}.")
+    ]
+    for name in names:
+        if record.is_message_file(name):
+            found.append((name, "the normalized record"))
+        elif name in described:
+            found.append((name, described[name]))
     return [(href(name), f"{name}: {what}") for name, what in found]
 
 
