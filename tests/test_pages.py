@@ -13,7 +13,8 @@ import pytest
 
 from mospool.cli import main as cli_main
 from mospool.config import Settings, load_settings
-from mospool.pages import Pages
+from mospool.index import Index
+from mospool.pages import Pages, rebuild
 from mospool.pages.render import DayCount, Overview, PageLink, day_page, day_row, root_page
 from mospool.pages.views import (
     DAY_PAGE_BYTES_MAX,
@@ -262,9 +263,29 @@ def test_a_day_is_cut_into_immutable_full_pages_and_a_short_newest_page(tmp_path
     assert rows_of(day / "page-0003.html") == ["text 8", "text 7", "text 6"]
     assert rows_of(day / "index.html") == ["text 9", "text 8", "text 7"]
     assert not (day / "page-0004.html").exists()
-    links = [e.attrib["href"] for e in parse_strictly(day / "index.html").iter(f"{HTML}a")]
-    assert [link for link in links if link.startswith("page-")] == [full_page_name(n) for n in (3, 2, 1)]
+    assert page_links(day / "index.html") == [
+        (full_page_name(3), "08:06 to 08:08"),
+        (full_page_name(2), "08:03 to 08:05"),
+        (full_page_name(1), "08:00 to 08:02"),
+    ]
+    written = page_links(day / "index.html")
     worker.close()
+    rebuild(Spool(spool.root), Index(spool.root), per_page=3)  # a new run looks the labels up in the index
+    assert page_links(day / "index.html") == written
+    assert page_links(day / "page-0002.html") == [
+        ("index.html", "newest"),
+        (full_page_name(3), "newer"),
+        (full_page_name(1), "older"),
+    ]
+
+
+def page_links(page: Path) -> list[tuple[str, str]]:
+    found = parse_strictly(page).iter(f"{HTML}a")
+    return [
+        (e.attrib["href"], text_of(e))
+        for e in found
+        if e.attrib["href"].split("#")[0].endswith(".html") and "/" not in e.attrib["href"]
+    ]
 
 
 def test_pages_rebuild_makes_every_page_of_an_existing_spool(

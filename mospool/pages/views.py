@@ -75,10 +75,17 @@ class DayPages:
     """The listing of one ``<state>/YYYY-MM-DD/`` folder, from the index."""
 
     def __init__(
-        self, spool: Spool, index: Index, state: str, day: str, per_page: int = ROWS_PER_PAGE
+        self,
+        spool: Spool,
+        index: Index,
+        state: str,
+        day: str,
+        per_page: int = ROWS_PER_PAGE,
+        labels: dict[int, str] | None = None,
     ) -> None:
         self.index = index
         self.per_page = per_page
+        self.labels = {} if labels is None else labels  # full page number -> the times it spans (immutable)
         self.state, self.day = state, day
         self.folder = spool.root / state / day
         self.low = f"{state}/{day}/"
@@ -95,7 +102,7 @@ class DayPages:
             self._write_full(chunk, full)
         self._drop_pages_after(full)
         links = self._page_links(full)
-        rows = self._rows(max(total - self.per_page, 0), self.per_page)
+        rows = self._newest_rows()
         note = f"{total} notifications; this page: the newest {len(rows)}"
         write_view(
             self.folder / record.PAGE, render.day_page(self.state, self.day, rows, links, note, utc_stamp())
@@ -105,6 +112,16 @@ class DayPages:
     def _count(self, bound: str, value: str) -> int:
         sql = f"SELECT count(*) FROM messages WHERE folder >= ? AND {bound}"  # noqa: S608 (constant bounds)
         return int(self.index.query(sql, (self.low, value))[0][0])
+
+    def _newest_rows(self) -> list[render.Row]:
+        """Walks the folder index from the end: as cheap in a day of 20,000 as in a day of 20."""
+        sql = (
+            f"SELECT {ROW_COLUMNS} FROM messages WHERE folder >= ? AND folder < ? "  # noqa: S608
+            "ORDER BY folder DESC, position DESC LIMIT ?"
+        )
+        return [
+            render.day_row(dict(row)) for row in self.index.query(sql, (self.low, self.high, self.per_page))
+        ]
 
     def _rows(self, offset: int, limit: int) -> list[render.Row]:
         sql = (
@@ -116,9 +133,14 @@ class DayPages:
 
     def _write_full(self, chunk: int, full: int) -> None:
         rows = self._rows(chunk * self.per_page, self.per_page)
+        self.labels[chunk + 1] = f"{rows[-1].time[:5]} to {rows[0].time[:5]}"
         first, last = chunk * self.per_page + 1, (chunk + 1) * self.per_page
         note = f"page {chunk + 1} of {full} full pages: notifications {first} to {last} of the day"
         links = [render.PageLink(record.PAGE, "newest")]
+        if chunk + 2 <= full:
+            links.append(render.PageLink(full_page_name(chunk + 2), "newer"))
+        if chunk > 0:
+            links.append(render.PageLink(full_page_name(chunk), "older"))
         page = render.day_page(self.state, self.day, rows, links, note, utc_stamp())
         write_view(self.folder / full_page_name(chunk + 1), page)
 
@@ -129,22 +151,25 @@ class DayPages:
             number += 1
 
     def _page_links(self, full: int) -> list[render.PageLink]:
-        """Newest first, each labelled with the receive times it spans."""
+        """Newest first, each labelled with the receive times it spans (looked up once per worker run)."""
+        if any(number not in self.labels for number in range(1, full + 1)):
+            self._look_up_labels(full)
+        return [
+            render.PageLink(full_page_name(number), self.labels.get(number, "?"))
+            for number in range(full, 0, -1)
+        ]
+
+    def _look_up_labels(self, full: int) -> None:
         sql = (
             "SELECT n, folder FROM (SELECT folder, row_number() OVER (ORDER BY folder, position) AS n "
             "FROM messages WHERE folder >= ? AND folder < ?) WHERE n <= ? AND (n % ? IN (0, 1))"
         )
-        edges = {
-            int(n): str(folder)
-            for n, folder in self.index.query(sql, (self.low, self.high, full * self.per_page, self.per_page))
-        }
-        links = []
-        for chunk in reversed(range(full)):
-            start = edges.get(chunk * self.per_page + 1)
-            end = edges.get((chunk + 1) * self.per_page)
-            label = f"{_clock(start)} to {_clock(end)}"
-            links.append(render.PageLink(full_page_name(chunk + 1), label))
-        return links
+        found = self.index.query(sql, (self.low, self.high, full * self.per_page, self.per_page))
+        edges = {int(n): str(folder) for n, folder in found}
+        for number in range(1, full + 1):
+            start = edges.get((number - 1) * self.per_page + 1)
+            end = edges.get(number * self.per_page)
+            self.labels[number] = f"{_clock(start)} to {_clock(end)}"
 
 
 def _clock(folder: str | None) -> str:
@@ -238,6 +263,7 @@ class Pages:
         self._lock = threading.Lock()
         # (state, day) -> the earliest record filed there since the last rewrite
         self._stale: dict[tuple[str, str], str] = dict.fromkeys(self._newest_days(), FROM_THE_START)
+        self._labels: dict[tuple[str, str], dict[int, str]] = {}
         self._root_written_at = float("-inf")
 
     def _newest_days(self) -> Iterator[tuple[str, str]]:
@@ -285,7 +311,8 @@ class Pages:
     def _write(self, stale: dict[tuple[str, str], str]) -> None:
         for (state, day), since in sorted(stale.items()):
             self.root_page.forget(state, day)
-            DayPages(self.spool, self.index, state, day, self.per_page).write(since)
+            labels = self._labels.setdefault((state, day), {})
+            DayPages(self.spool, self.index, state, day, self.per_page, labels).write(since)
         self.root_page.write()
 
     def published_again(self, stale: dict[tuple[str, str], str]) -> None:
