@@ -31,6 +31,16 @@ CANARY = (
 )
 
 
+# Injected by the browser into an isolated world before the page's own content (the page has no script, and
+# its sandbox would not run one): each CSP violation is noted on the shared DOM, where execute_script reads it.
+LISTEN_FOR_VIOLATIONS = (
+    "document.addEventListener('securitypolicyviolation', e => {"
+    " const root = document.documentElement;"
+    " root.dataset.cspViolations = (root.dataset.cspViolations || '') + e.violatedDirective + ' ' + e.blockedURI + '\\n';"
+    "});"
+)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Spool, Filed]]:
     root = tmp_path_factory.mktemp("browse")
@@ -57,6 +67,9 @@ def browser() -> Iterator[webdriver.Chrome]:
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": LISTEN_FOR_VIOLATIONS, "worldName": "csp-check"}
+    )
     try:
         yield driver
     finally:
@@ -89,6 +102,11 @@ def problems(logged: list[dict[str, Any]]) -> list[str]:
     return [entry["message"] for entry in logged if entry["level"] in ("SEVERE", "WARNING")]
 
 
+def violations(driver: webdriver.Chrome) -> list[str]:
+    found: str | None = driver.execute_script("return document.documentElement.dataset.cspViolations")
+    return (found or "").splitlines()
+
+
 def test_the_csp_check_sees_a_violation_when_there_is_one(
     site: tuple[str, Spool, Filed], browser: webdriver.Chrome
 ) -> None:
@@ -96,6 +114,10 @@ def test_the_csp_check_sees_a_violation_when_there_is_one(
     logged = visit(browser, f"{base}/processed/2000-01-01/canary.html")
     messages = " ".join(problems(logged))
     assert "Content Security Policy" in messages, logged
+    assert any("img-src http://127.0.0.2:9/remote.png" in v for v in violations(browser)), (
+        violations(browser),
+        logged,
+    )
     assert browser.title == "canary"  # the script did not run
 
 
@@ -106,6 +128,7 @@ def test_a_record_page_shows_its_pictures_under_the_shipped_csp(
     folder = spool.record_dir("processed", ids.mms).relative_to(spool.root)
     logged = visit(browser, f"{base}/{folder}/")
     assert problems(logged) == []
+    assert violations(browser) == []
     assert decoded_widths(browser) == [320, 200]
     assert "The crack in my screen" in browser.page_source
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -120,6 +143,7 @@ def test_a_day_page_shows_previews_and_leads_to_the_record(
     day = spool.record_dir("processed", ids.mms).parent.relative_to(spool.root)
     logged = visit(browser, f"{base}/{day}/")
     assert problems(logged) == []
+    assert violations(browser) == []
     widths = decoded_widths(browser)
     assert len(widths) == 2 and all(width > 0 for width in widths)  # the MMS and the hostile one
     browser.set_window_size(1100, 760)
@@ -142,6 +166,7 @@ def test_hostile_pages_run_nothing_in_the_browser(
         folder = spool.record_dir(state, postback_id).relative_to(spool.root)
         logged = visit(browser, f"{base}/{folder}/index.html")
         assert problems(logged) == [], (state, logged)
+        assert violations(browser) == []
         assert browser.execute_script("return document.scripts.length") == 0
         assert browser.execute_script("return typeof window.alertCalled") == "undefined"
     folder = spool.record_dir("processed", ids.hostile).relative_to(spool.root)
@@ -155,6 +180,7 @@ def test_the_root_page_is_served_and_the_rest_of_the_spool_is_not(
     base, _, _ = site
     logged = visit(browser, f"{base}/")
     assert problems(logged) == []
+    assert violations(browser) == []
     assert browser.find_element("css selector", "h1").text == "mo-spool"
     for hidden in ("index.sqlite3", "incoming/", "work/", "tmp/", "deferred/", ".index.html.tmp"):
         browser.get(f"{base}/{hidden}")
