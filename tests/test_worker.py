@@ -256,8 +256,12 @@ def test_worker_process_once_and_sigterm(tmp_path: Path) -> None:
     once = subprocess.run([sys.executable, "spool_worker.py", "--config", str(config), "--once"], cwd=REPO)
     assert once.returncode == 0
     assert folder(spool, "processed", postback_id).is_dir()
-    daemon = subprocess.Popen([sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO)
-    time.sleep(1.0)
+    daemon = subprocess.Popen(
+        [sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO, stderr=subprocess.PIPE
+    )
+    assert daemon.stderr is not None
+    while b"watching" not in daemon.stderr.readline():  # its signal handlers are in place (a loaded machine)
+        assert daemon.poll() is None
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=30) == 0
 
