@@ -13,7 +13,9 @@ from bench.filesystem import fresh_ext4
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller counts and shorter runs (a smoke test)")
-    parser.add_argument("--pages", action="store_true", help="only the pages benchmark (a day of 20,000)")
+    parser.add_argument(
+        "--pages", action="store_true", help="only the pages benchmark (filing into a day of 20,000)"
+    )
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     print(
@@ -22,7 +24,7 @@ def main() -> None:
     with fresh_ext4() as where:
         print(f"spools on: {where}")
         if args.pages:
-            run_pages(20_000 // scale)
+            run_pages(scale)
         else:
             run(scale, args.quick)
 
@@ -82,7 +84,7 @@ def run(scale: int, quick: bool) -> None:
         print(
             f"| {label:<52} | {value:9.2f} | {baseline:9.2f} | {value / baseline:6.2f} | {extra} | {target} |"
         )
-    run_pages(20_000 // scale)
+    run_pages(scale)
     scale_run = worker_bench.bench_scale(100_000 // scale)
     print()
     print(
@@ -91,13 +93,14 @@ def run(scale: int, quick: bool) -> None:
     )
 
 
-def run_pages(count: int) -> None:
-    result = pages_bench.measure(count)
+def run_pages(scale: int) -> None:
+    day, count = 20_000 // scale, 2_000 // scale
+    result = pages_bench.measure(day, count, rounds=1 if scale > 1 else 3)
     on, off, sizes = result["pages_on"], result["pages_off"], result["sizes"]
     assert isinstance(on, float) and isinstance(off, float) and isinstance(sizes, dict)
     print()
     print(
-        f"worker daemon, one day of {count}: {on:.1f} postbacks/s with pages, {off:.1f} without:"
+        f"worker daemon, {count} more into a day of {day}: {on:.1f} postbacks/s with pages, {off:.1f} without:"
         f" ratio {on / off:.2f} (target >= 0.9)"
     )
     print("largest pages (bytes): " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()))

@@ -98,6 +98,18 @@ def decoded_widths(driver: webdriver.Chrome) -> list[int]:
     return widths
 
 
+def screenshot(driver: webdriver.Chrome, name: str) -> None:
+    """The whole page (up to 2,000 px high), for the README."""
+    driver.set_window_size(1100, 200)  # shorter than any page, so the page's height is its content's
+    height: int = driver.execute_script(
+        "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight"
+    )
+    driver.set_window_size(1100, min(height, 2200))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(SCREENSHOTS / name))
+    driver.set_window_size(1100, 1250)
+
+
 def problems(logged: list[dict[str, Any]]) -> list[str]:
     return [entry["message"] for entry in logged if entry["level"] in ("SEVERE", "WARNING")]
 
@@ -131,9 +143,7 @@ def test_a_record_page_shows_its_pictures_under_the_shipped_csp(
     assert violations(browser) == []
     assert decoded_widths(browser) == [320, 200]
     assert "The crack in my screen" in browser.page_source
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.set_window_size(1100, 1250)
-    assert browser.save_screenshot(str(SCREENSHOTS / "record-page.png"))
+    screenshot(browser, "record-page.png")
 
 
 def test_a_day_page_shows_previews_and_leads_to_the_record(
@@ -146,8 +156,7 @@ def test_a_day_page_shows_previews_and_leads_to_the_record(
     assert violations(browser) == []
     widths = decoded_widths(browser)
     assert len(widths) == 2 and all(width > 0 for width in widths)  # the MMS and the hostile one
-    browser.set_window_size(1100, 760)
-    assert browser.save_screenshot(str(SCREENSHOTS / "day-page.png"))
+    screenshot(browser, "day-page.png")
     link = browser.find_element("css selector", f'a[href="{ids.mms}/index.html"]')
     link.click()
     assert browser.current_url == f"{base}/{day}/{ids.mms}/index.html"
