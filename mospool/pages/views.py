@@ -209,10 +209,9 @@ class RootPage:
 
     def _days(self, state: str) -> list[render.DayCount]:
         root = self.spool.root / state
-        names = sorted((p.name for p in root.iterdir() if p.is_dir() and _is_day(p.name)), reverse=True)
         return [
-            render.DayCount(render.href(state, name, record.PAGE), name, self._count(state, name))
-            for name in names
+            render.DayCount(render.href(state, day.name, record.PAGE), day.name, self._count(state, day.name))
+            for day in reversed(_day_folders(root))
         ]
 
     def _count(self, state: str, day: str) -> int:
@@ -269,14 +268,9 @@ class Pages:
     def _newest_days(self) -> Iterator[tuple[str, str]]:
         """At start, the newest day of each state is rewritten whole: a crash may have cut a rewrite short."""
         for state in FILED_STATES:
-            root = self.spool.root / state
-            days = (
-                sorted(p.name for p in root.iterdir() if p.is_dir() and _is_day(p.name))
-                if root.is_dir()
-                else []
-            )
+            days = _day_folders(self.spool.root / state)
             if days:
-                yield state.value, days[-1]
+                yield state.value, days[-1].name
 
     def prepare(self, filing: Filing, build: Path, batch: Batch) -> None:
         batch.write(build / record.PAGE, render.record_page(filing.as_folder(build)))
