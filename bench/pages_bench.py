@@ -2,8 +2,8 @@
 
 Set-up (not timed): one spool whose day already holds ``day_size`` records, filed by `spool_worker.py --once`
 with pages on, so its day pages, index rows and folders are all there. Then rounds that alternate pages off
-and on (off, on, on, off, …, so a drift in the machine's load falls on both sides): each copies that spool,
-adds ``count`` postbacks later in the same day, starts `spool_worker.py` as the daemon (the pages are
+and on (off, on, on, off, …, so a drift in the machine's load falls on both sides): each adds ``count`` new
+postbacks later in the same day (which keeps growing), starts `spool_worker.py` as the daemon (the pages are
 rewritten on its once-a-second tick while it files, as in production) and times it from the first
 tenth filed (so the start-up is left out) until incoming/ and work/ are empty. Each side's figure is its median round. The largest page of each kind is reported too.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -29,29 +28,24 @@ def measure(day_size: int, count: int, rounds: int) -> dict[str, float | dict[st
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=1, microsecond=0)
-        template = root / "template"
-        (template / "incoming").mkdir(parents=True)
-        fill_incoming(template / "incoming", day_size, start=midnight)
+        spool = root / "spool"
+        (spool / "incoming").mkdir(parents=True)
+        fill_incoming(spool / "incoming", day_size, start=midnight)
         subprocess.run(
-            [sys.executable, "spool_worker.py", "--config", str(config_for(root, template, True)), "--once"],
+            [sys.executable, "spool_worker.py", "--config", str(config_for(root, spool, True)), "--once"],
             cwd=REPO, check=True,
         )  # fmt: skip
         rates: dict[bool, list[float]] = {False: [], True: []}
-        sizes: dict[str, int] = {}
-        later = midnight + dt.timedelta(hours=12)
-        for pages in alternating(rounds):
-            spool = root / "spool"
-            shutil.rmtree(spool, ignore_errors=True)
-            shutil.copytree(template, spool, symlinks=True)
-            fill_incoming(spool / "incoming", count, start=later)
+        for number, pages in enumerate(alternating(rounds)):
+            first = day_size + number * count  # new senders and tracking ids: filed, not duplicates
+            later = midnight + dt.timedelta(hours=12, seconds=number)
+            fill_incoming(spool / "incoming", count, start=later, first=first)
             rates[pages].append(run_daemon(config_for(root, spool, pages), spool, count))
-            if pages:
-                sizes = largest_pages(spool)
-    return {
-        "pages_on": statistics.median(rates[True]),
-        "pages_off": statistics.median(rates[False]),
-        "sizes": sizes,
-    }
+        return {
+            "pages_on": statistics.median(rates[True]),
+            "pages_off": statistics.median(rates[False]),
+            "sizes": largest_pages(spool),
+        }
 
 
 def alternating(rounds: int) -> list[bool]:
