@@ -15,7 +15,7 @@ from mospool.cli import main as cli_main
 from mospool.config import Settings, load_settings
 from mospool.index import Index
 from mospool.pages import Pages, rebuild
-from mospool.pages.render import DayCount, Overview, PageLink, day_page, day_row, root_page
+from mospool.pages.render import DayCount, Overview, PageLink, day_page, day_row, record_page, root_page
 from mospool.pages.views import (
     DAY_PAGE_BYTES_MAX,
     DAYS_SHOWN,
@@ -24,7 +24,8 @@ from mospool.pages.views import (
     ROWS_PER_PAGE,
     full_page_name,
 )
-from mospool.spool import Spool, new_id
+from mospool.record import Folder
+from mospool.spool import Spool, State, new_id
 from mospool.worker import Worker
 from tests.origin import Origin
 from tests.pages_spool import (
@@ -343,3 +344,28 @@ def test_the_root_page_stays_under_its_bound_with_a_long_retention_and_many_reas
     page = root_page(overview)
     assert len(page) < ROOT_PAGE_BYTES_MAX
     assert_inert(parse_bytes(page))
+
+
+def test_a_media_entry_that_is_not_a_plain_file_of_media_gets_no_link(tmp_path: Path) -> None:
+    """Defence in depth: message.json is ours, but a page never links outside the record's media/."""
+    folder = tmp_path / "processed" / "2026-11-26" / "20261126T100001.000001Z-955617268ed8"
+    (folder / "media").mkdir(parents=True)
+    names = [
+        "media/../../../index.sqlite3",
+        "media/..",
+        "../request.json",
+        "javascript:alert(1)",
+        "media/a/b.jpg",
+    ]
+    message = {"kind": "mms_mo", "from": "1", "media": [{"url": name, "file": name} for name in names]}
+    page = folder / "index.html"
+    page.write_bytes(record_page(Folder(State.PROCESSED, folder, folder.name, None, [message], None, None)))
+    document = parse_strictly(page)
+    assert_inert(document)
+    links = {
+        e.attrib.get("href") or e.attrib.get("src")
+        for e in document.iter()
+        if {"href", "src"} & set(e.attrib)
+    }
+    assert links == {"../../../index.html", "../index.html"}
+    assert text_of(document).count("not downloaded") == len(names)

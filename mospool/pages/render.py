@@ -60,7 +60,15 @@ SNIPPET_CHARS = 80
 
 def href(*segments: str) -> str:
     """A relative link from spool-chosen names: each segment percent-encoded (no scheme can sneak in)."""
-    return "/".join(urllib.parse.quote(segment, safe="") if segment != ".." else ".." for segment in segments)
+    return "/".join(urllib.parse.quote(segment, safe="") for segment in segments)
+
+
+def media_name(name: str) -> str | None:
+    """The file name of a message's ``media/NN-name.ext`` entry, or None if it is anything else."""
+    inner = name.removeprefix(f"{record.MEDIA}/")
+    if not name.startswith(f"{record.MEDIA}/") or "/" in inner or inner.strip(".") == "":
+        return None
+    return inner
 
 
 def day_of(spool_id: str) -> str | None:
@@ -154,9 +162,10 @@ def _text(value: Any) -> str | None:
 def _part(folder: Folder, part: Mapping[str, Any]) -> Part:
     name = str(part.get("file") or "")
     url = str(part["url"]) if part.get("url") else None
-    if not name.startswith(f"{record.MEDIA}/") or "/" in name.removeprefix(f"{record.MEDIA}/"):
+    inner = media_name(name)
+    if inner is None:
         return Part("link", None, "not downloaded", url=url)
-    shown = _shown(folder.path / name, part.get("content_type"), part.get("bytes"))
+    shown = _shown(folder.path / record.MEDIA / inner, part.get("content_type"), part.get("bytes"))
     shown.url = url
     return shown
 
@@ -233,7 +242,7 @@ def _duplicate(folder: Folder) -> Duplicate | None:
         return None
     original = str((folder.duplicate or {}).get("duplicate_of") or "")
     day = day_of(original)
-    link = href("..", "..", "..", State.PROCESSED, day, original, record.PAGE) if day else None
+    link = "../../../" + href(State.PROCESSED, day, original, record.PAGE) if day else None
     return Duplicate(original or "unknown", link)
 
 
@@ -293,10 +302,8 @@ def day_row(row: Mapping[str, Any]) -> Row:
 
 
 def _media_link(spool_id: str, name: str) -> str | None:
-    inner = name.removeprefix(f"{record.MEDIA}/")
-    if not name.startswith(f"{record.MEDIA}/") or "/" in inner:
-        return None
-    if inner.rsplit(".", 1)[-1].lower() not in IMAGES:
+    inner = media_name(name)
+    if inner is None or inner.rsplit(".", 1)[-1].lower() not in IMAGES:
         return None
     return href(spool_id, record.MEDIA, inner)
 
