@@ -10,24 +10,35 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from mospool import logs
-from mospool.config import CONFIG_ENV, ConfigError, config_path, load_settings
+from mospool.config import CONFIG_ENV, EXIT_CONFIG, ConfigError, config_path, load_settings, spool_problem
 from mospool.receiver import create_app
 from mospool.spool import SpoolError
 
+# gunicorn's own "worker failed to boot" status: its arbiter then stops instead of forking workers forever.
+GUNICORN_WORKER_BOOT_ERROR = 3
 
-def build_app() -> Flask:
+
+def build_app(exit_code: int = EXIT_CONFIG) -> Flask:
+    config = config_path()
     try:
-        settings = load_settings(config_path())
+        settings = load_settings(config)
         logs.configure(settings.log_level)
         return create_app(settings)
-    except (ConfigError, SpoolError) as exc:
-        sys.exit(f"mo-spool receiver: {exc}")
+    except ConfigError as exc:
+        _refuse(str(exc), exit_code)
+    except SpoolError as exc:
+        _refuse(spool_problem(exc, config), exit_code)
+
+
+def _refuse(message: str, exit_code: int) -> NoReturn:
+    print(f"mo-spool receiver: {message}", file=sys.stderr)
+    sys.exit(exit_code)
 
 
 class LocalServer(BaseApplication):  # type: ignore[misc]
@@ -42,7 +53,7 @@ class LocalServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return build_app()
+        return build_app(GUNICORN_WORKER_BOOT_ERROR)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,4 +79,4 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 else:
-    app = build_app()
+    app = build_app(GUNICORN_WORKER_BOOT_ERROR)

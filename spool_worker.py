@@ -16,7 +16,7 @@ import sys
 import threading
 
 from mospool import logs
-from mospool.config import CONFIG_ENV, ConfigError, config_path, load_settings
+from mospool.config import CONFIG_ENV, EXIT_CONFIG, ConfigError, config_path, load_settings, spool_problem
 from mospool.spool import SpoolError
 from mospool.worker import Worker
 
@@ -28,26 +28,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help=f"config file (default: ${CONFIG_ENV}, else config.ini here)")
     parser.add_argument("--once", action="store_true", help="process everything waiting, then exit")
     args = parser.parse_args(argv)
+    config = config_path(args.config)
     try:
-        settings = load_settings(config_path(args.config))
+        settings = load_settings(config)
         logs.configure(settings.log_level)
         worker = Worker(settings)
-    except (ConfigError, SpoolError) as exc:
+    except ConfigError as exc:
         print(f"mo-spool worker: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except SpoolError as exc:
+        print(f"mo-spool worker: {spool_problem(exc, config)}", file=sys.stderr)
+        return EXIT_CONFIG
     except sqlite3.Error as exc:  # e.g. a full disk: the WAL files cannot be created; systemd retries
         print(f"mo-spool worker: cannot open the index in {settings.spool.dir}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     if args.once:
         worker.recover()
         handled = worker.drain()
         log.info("--once: handled %d postbacks", handled)
         worker.close()
         return 0
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        worker.stop()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: worker.stop())
+        signal.signal(signum, stop)
     log.info("watching %s", worker.spool.incoming)
-    return worker.run()
+    code = worker.run()
+    log.info("stopped (exit status %d)", code)
+    return code
 
 
 if __name__ == "__main__":

@@ -9,12 +9,15 @@ import platform
 from bench import pages_bench, receiver_bench, worker_bench
 from bench.filesystem import fresh_ext4
 
+PARTS = ("receiver", "worker", "media", "scale", "pages")
+Row = tuple[str, float, float, float | None, str]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller counts and shorter runs (a smoke test)")
     parser.add_argument(
-        "--pages", action="store_true", help="only the pages benchmark (filing into a day of 20,000)"
+        "--only", action="append", choices=PARTS, help="run only this part (repeatable; default: all)"
     )
     args = parser.parse_args()
     scale = 10 if args.quick else 1
@@ -23,16 +26,55 @@ def main() -> None:
     )
     with fresh_ext4() as where:
         print(f"spools on: {where}")
-        if args.pages:
-            run_pages(scale)
-        else:
-            run(scale, args.quick)
+        run(scale, args.quick, args.only or PARTS)
 
 
-def run(scale: int, quick: bool) -> None:
+def run(scale: int, quick: bool, parts: tuple[str, ...] | list[str]) -> None:
+    rows: list[Row] = []
+    if "receiver" in parts:
+        rows += receiver_rows(quick)
+    if "worker" in parts:
+        plain = worker_bench.bench_no_media(10_000 // scale)
+        rows.append(
+            (
+                f"worker --once, {10_000 // scale} without media: postbacks/s",
+                plain["mospool"],
+                plain["baseline"],
+                None,
+                "baseline: minimal durable filer",
+            )
+        )
+    if "media" in parts:
+        rows.append(media_row(2_000 // scale, parallel=8))
+    print_table(rows)
+    if "scale" in parts:
+        scale_run = worker_bench.bench_scale(100_000 // scale)
+        print()
+        print(
+            f"worker with {100_000 // scale} waiting: first record after {scale_run['first_record_seconds']:.2f} s"
+            f" (target < 2 s), peak RSS {scale_run['peak_rss_mb']:.0f} MB (target < 150 MB)"
+        )
+    if "pages" in parts:
+        run_pages(scale)
+
+
+def run_pages(scale: int) -> None:
+    day, count = 20_000 // scale, 2_000 // scale
+    result = pages_bench.measure(day, count, rounds=1 if scale > 1 else 3)
+    on, off, sizes = result["pages_on"], result["pages_off"], result["sizes"]
+    assert isinstance(on, float) and isinstance(off, float) and isinstance(sizes, dict)
+    print()
+    print(
+        f"worker daemon, {count} more into a day of {day}: {on:.1f} postbacks/s with pages, {off:.1f} without:"
+        f" ratio {on / off:.2f} (target >= 0.9)"
+    )
+    print("largest pages (bytes): " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()))
+
+
+def receiver_rows(quick: bool) -> list[Row]:
     receiver = receiver_bench.measure(rounds=1 if quick else 5, seconds=2 if quick else 5)
     mine, hello, durable = receiver["mo-spool"], receiver["hello (a)"], receiver["durable (b)"]
-    rows: list[tuple[str, float, float, float | None, str]] = [
+    return [
         (
             "receiver, 1 conn: p50 latency (ms)",
             mine["serial_p50_ms"],
@@ -56,24 +98,24 @@ def run(scale: int, quick: bool) -> None:
             ">= 0.9 x (b)",
         ),
     ]
-    plain = worker_bench.bench_no_media(10_000 // scale)
-    media = worker_bench.bench_media(2_000 // scale, parallel=8)
-    rows += [
-        (
-            f"worker --once, {10_000 // scale} without media: postbacks/s",
-            plain["mospool"],
-            plain["baseline"],
-            None,
-            "baseline: minimal durable filer",
-        ),
-        (
-            f"worker --once, {2_000 // scale} with 2 parts: postbacks/s",
-            media["mospool"],
-            media["baseline"],
-            None,
-            ">= 0.8 x origin alone",
-        ),
-    ]
+
+
+def media_row(count: int, parallel: int) -> Row:
+    media = worker_bench.bench_media(count, parallel=parallel)
+    print(
+        f"media over TLS, 100 ms per request: TCP connections opened: worker {media['mospool_connections']:.0f},"
+        f" baseline {media['baseline_connections']:.0f} (both at most {parallel})"
+    )
+    return (
+        f"worker --once, {count} with 2 TLS parts: postbacks/s",
+        media["mospool"],
+        media["baseline"],
+        None,
+        ">= 0.8 x pooled client",
+    )
+
+
+def print_table(rows: list[Row]) -> None:
     print()
     print(
         f"| {'figure':<52} | {'mo-spool':>9} | {'baseline':>9} | {'ratio':>6} | {'hello (a)':>9} | target |"
@@ -84,26 +126,6 @@ def run(scale: int, quick: bool) -> None:
         print(
             f"| {label:<52} | {value:9.2f} | {baseline:9.2f} | {value / baseline:6.2f} | {extra} | {target} |"
         )
-    run_pages(scale)
-    scale_run = worker_bench.bench_scale(100_000 // scale)
-    print()
-    print(
-        f"worker with {100_000 // scale} waiting: first record after {scale_run['first_record_seconds']:.2f} s"
-        f" (target < 2 s), peak RSS {scale_run['peak_rss_mb']:.0f} MB (target < 150 MB)"
-    )
-
-
-def run_pages(scale: int) -> None:
-    day, count = 20_000 // scale, 2_000 // scale
-    result = pages_bench.measure(day, count, rounds=1 if scale > 1 else 3)
-    on, off, sizes = result["pages_on"], result["pages_off"], result["sizes"]
-    assert isinstance(on, float) and isinstance(off, float) and isinstance(sizes, dict)
-    print()
-    print(
-        f"worker daemon, {count} more into a day of {day}: {on:.1f} postbacks/s with pages, {off:.1f} without:"
-        f" ratio {on / off:.2f} (target >= 0.9)"
-    )
-    print("largest pages (bytes): " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 - no media: `spool_worker.py --once` over N waiting postbacks, against a minimal durable filer (read the file,
   json.loads, write one file, fsync, rename, fsync the directory) over the same postbacks;
-- with media: N postbacks with two parts each from a local server, against a plain client fetching the same
-  files with the same parallelism;
+- with media: N postbacks with two parts each from a local HTTPS origin that adds 100 ms per request, against
+  a pooled plain client (bench/pooled_client.py: urllib3's PoolManager) fetching the same files over the same
+  number of connections, each client in its own process;
 - scale: peak memory and time to the first record with 100,000 waiting.
 """
 
@@ -17,9 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.request import urlopen
 
 from bench.media_origin import MediaOrigin
 from mospool.spool import encode, new_id
@@ -61,19 +60,22 @@ def postback_body(n: int, media_base: str | None) -> bytes:
     return json.dumps(body).encode()
 
 
-def write_config(root: Path, spool: Path, concurrency: int = 4) -> Path:
+def write_config(root: Path, spool: Path, concurrency: int = 4, parallel_downloads: int = 4) -> Path:
     config = root / "config.ini"
     config.write_text(
-        f"[spool]\ndir = {spool}\n[worker]\nconcurrency = {concurrency}\n"
-        "[media]\nallow_private_networks = yes\nparallel_downloads = 2\n[logging]\nlevel = WARNING\n"
+        f"[spool]\ndir = {spool}\n[worker]\nconcurrency = {concurrency}\n[media]\nallow_private_networks = yes\n"
+        f"parallel_downloads = {parallel_downloads}\n[logging]\nlevel = WARNING\n"
     )
     return config
 
 
-def run_once(config: Path) -> float:
+def run_once(config: Path, env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "spool_worker.py", "--config", str(config), "--once"], cwd=REPO, check=True
+        [sys.executable, "spool_worker.py", "--config", str(config), "--once"],
+        cwd=REPO,
+        check=True,
+        env={**os.environ, **(env or {})},
     )
     return time.perf_counter() - started
 
@@ -115,18 +117,27 @@ def bench_no_media(count: int) -> dict[str, float]:
 
 
 def bench_media(count: int, parallel: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp, MediaOrigin() as origin:
+    """The worker with `parallel` downloads in all against a urllib3 PoolManager with `parallel` connections,
+    each in its own process (start-up included), the origin in this one."""
+    with tempfile.TemporaryDirectory() as tmp, MediaOrigin(Path(tmp) / "tls") as origin:
         root = Path(tmp)
         spool = root / "spool"
         (spool / "incoming").mkdir(parents=True)
         fill_incoming(spool / "incoming", count, origin.base_url)
-        worker_seconds = run_once(write_config(root, spool, concurrency=parallel // 2))
-        urls = [f"{origin.base_url}/{n}/{name}" for n in range(count) for name in ("photo.jpg", "note.txt")]
+        config = write_config(root, spool, concurrency=parallel, parallel_downloads=parallel)
+        worker_seconds = run_once(config, env={"SSL_CERT_FILE": str(origin.ca)})  # trust the origin's CA
+        worker_connections = origin.take_connections()
+        baseline = [sys.executable, "-m", "bench.pooled_client", origin.base_url, str(count), str(parallel)]
         started = time.perf_counter()
-        with ThreadPoolExecutor(parallel) as pool:
-            list(pool.map(lambda url: urlopen(url, timeout=30).read(), urls))
+        subprocess.run([*baseline, str(origin.ca)], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         baseline_seconds = time.perf_counter() - started
-    return {"mospool": count / worker_seconds, "baseline": count / baseline_seconds}
+        baseline_connections = origin.take_connections()
+    return {
+        "mospool": count / worker_seconds,
+        "baseline": count / baseline_seconds,
+        "mospool_connections": worker_connections,
+        "baseline_connections": baseline_connections,
+    }
 
 
 def bench_scale(count: int) -> dict[str, float]:

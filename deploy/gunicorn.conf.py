@@ -5,6 +5,7 @@ process are plenty; two processes keep one answering while the other is restarte
 """
 
 import os
+from typing import Any
 
 # nginx talks to us over a unix socket in the receiver's RuntimeDirectory. MOSPOOL_BIND overrides it (tests).
 bind = [os.environ.get("MOSPOOL_BIND", "unix:/run/mo-spool/receiver.sock")]
@@ -37,3 +38,20 @@ loglevel = "info"
 limit_request_line = 4094
 limit_request_fields = 50
 limit_request_field_size = 8190
+
+
+def on_starting(server: Any) -> None:
+    """Check the config and the spool in the arbiter, before any worker: a bad one stops gunicorn with
+    status 2, like the worker and the CLI, instead of workers failing to boot being forked again and again."""
+    import sys
+
+    from mospool.config import EXIT_CONFIG, ConfigError, config_path, load_settings, spool_problem
+    from mospool.spool import Spool, SpoolError
+
+    config = config_path()
+    try:
+        Spool(load_settings(config).spool.dir).create()
+    except (ConfigError, SpoolError) as exc:
+        message = spool_problem(exc, config) if isinstance(exc, SpoolError) else str(exc)
+        print(f"mo-spool receiver: {message}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)

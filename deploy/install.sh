@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install mo-spool on a Debian/Ubuntu VM, as root: `sudo deploy/install.sh` from a checkout.
-# Idempotent: run it again after `git pull` to upgrade. It never overwrites an edited /etc/mo-spool/config.ini
-# or the nginx allowlist. `deploy/install.sh --dry-run` prints every step without running anything.
+# Idempotent: run it again after `git pull` to upgrade. It never overwrites /etc/mo-spool/config.ini (built
+# once from deploy/config.ini, never from the checkout's config.ini) nor an nginx file the operator edited.
+# `deploy/install.sh --dry-run` prints every step without running anything.
 set -euo pipefail
 
 DRY_RUN=0
@@ -11,6 +12,7 @@ SOURCE=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=/opt/mo-spool
 APP=$PREFIX/app
 VENV=$PREFIX/venv
+SHIPPED=$PREFIX/shipped
 ETC=/etc/mo-spool
 SPOOL=/var/lib/mo-spool/spool
 UNITS=(mo-spool-receiver.service mo-spool-worker.service mo-spool-purge.service mo-spool-purge.timer)
@@ -20,12 +22,27 @@ run() {
     [ "$DRY_RUN" = 1 ] || "$@"
 }
 
+# Install $1 as $2 unless the operator edited $2. A copy of what was installed is kept in $SHIPPED: a file
+# still equal to it (or to the new version) is replaced, an edited one is kept and the new one named.
+install_unless_edited() {
+    local source=$1 target=$2 shipped
+    shipped=$SHIPPED/$(basename "$2")
+    if [ -e "$target" ] && ! cmp -s "$target" "$shipped" && ! cmp -s "$target" "$source"; then
+        echo "# $target was edited and is kept; the new version is $source"
+        return
+    fi
+    run install -m 0644 "$source" "$target"
+    run install -D -m 0644 "$source" "$shipped"
+}
+
 if [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then
     echo "install.sh: run as root (or with --dry-run to see the steps)" >&2
     exit 1
 fi
 
-# 1. Packages: Python's venv, nginx, and openssl for the placeholder certificate.
+# 1. Packages: Python's venv, nginx, and openssl for the placeholder certificate (on a fresh VM the package
+#    lists are empty or stale, hence the update).
+run apt-get update
 run apt-get install -y python3-venv nginx openssl
 
 # 2. A static system user and group; nginx (www-data) joins the group to reach the socket and the spool.
@@ -34,22 +51,22 @@ if ! getent passwd mospool >/dev/null; then
 fi
 run usermod -a -G mospool www-data
 
-# 3. The application and its virtualenv with the pinned requirements.
+# 3. The application, its virtualenv with the pinned requirements, and the `mospool` command on PATH.
+#    The checkout's config.ini (local settings, maybe allow_private_networks = yes) is not copied.
 run install -d -m 0755 "$PREFIX" "$APP"
 run cp -r "$SOURCE/app.py" "$SOURCE/spool_worker.py" "$SOURCE/mospool" "$SOURCE/deploy" \
-    "$SOURCE/requirements.txt" "$SOURCE/config.ini" "$SOURCE/README.md" "$APP/"
+    "$SOURCE/requirements.txt" "$SOURCE/pyproject.toml" "$SOURCE/README.md" "$APP/"
 [ -x "$VENV/bin/python" ] || run python3 -m venv "$VENV"
 run "$VENV/bin/pip" install --quiet -r "$APP/requirements.txt"
+run "$VENV/bin/pip" install --quiet --no-deps --force-reinstall "$APP"
+run ln -sf "$VENV/bin/mospool" /usr/local/bin/mospool
 
-# 4. Configuration: the repo's config.ini with the VM's spool and nginx in front; never overwrite an edited one.
+# 4. Configuration: deploy/config.ini (safe defaults, the VM's spool, nginx in front), once; never overwritten.
 run install -d -m 0750 -o root -g mospool "$ETC"
 if [ -e "$ETC/config.ini" ]; then
-    echo "# $ETC/config.ini exists and is kept; compare it with $APP/config.ini for new keys"
+    echo "# $ETC/config.ini exists and is kept; compare it with $APP/deploy/config.ini for new keys"
 else
-    run sh -c "sed -e 's#^dir = var/spool#dir = $SPOOL#' -e 's#^trusted_proxy_count = 0#trusted_proxy_count = 1#' \
-        '$APP/config.ini' > '$ETC/config.ini'"
-    run chown root:mospool "$ETC/config.ini"
-    run chmod 0640 "$ETC/config.ini"
+    run install -m 0640 -o root -g mospool "$APP/deploy/config.ini" "$ETC/config.ini"
 fi
 
 # 5. TLS: nginx will not start without a certificate, and certbot needs nginx running to answer the ACME
@@ -81,11 +98,10 @@ else
     run systemctl enable mo-spool-receiver.service mo-spool-worker.service mo-spool-purge.timer
 fi
 
-# 8. nginx: the public site, the browsing site, and the allowlist (installed once, then the operator's).
-run install -m 0644 "$APP/deploy/nginx/mo-spool.conf" /etc/nginx/sites-available/mo-spool
-run install -m 0644 "$APP/deploy/nginx/mo-spool-browse.conf" /etc/nginx/sites-available/mo-spool-browse
-[ -e /etc/nginx/mo-spool-sinch-ips.conf ] ||
-    run install -m 0644 "$APP/deploy/nginx/mo-spool-sinch-ips.conf" /etc/nginx/mo-spool-sinch-ips.conf
+# 8. nginx: the public site, the browsing site and the allowlist; each kept once the operator edits it.
+install_unless_edited "$APP/deploy/nginx/mo-spool.conf" /etc/nginx/sites-available/mo-spool
+install_unless_edited "$APP/deploy/nginx/mo-spool-browse.conf" /etc/nginx/sites-available/mo-spool-browse
+install_unless_edited "$APP/deploy/nginx/mo-spool-sinch-ips.conf" /etc/nginx/mo-spool-sinch-ips.conf
 run install -d -m 0755 /var/www/letsencrypt
 run ln -sf /etc/nginx/sites-available/mo-spool /etc/nginx/sites-enabled/mo-spool
 run ln -sf /etc/nginx/sites-available/mo-spool-browse /etc/nginx/sites-enabled/mo-spool-browse
@@ -96,7 +112,7 @@ cat <<EOF
 
 mo-spool is installed. What is left for you:
   1. Host name and certificate (nginx now serves a self-signed placeholder from $TLS):
-     replace mo-spool.example.com in /etc/nginx/sites-available/mo-spool, then run
+     replace mo-spool.example.com in /etc/nginx/sites-available/mo-spool (kept from then on), then run
        certbot certonly --webroot -w /var/www/letsencrypt -d <your host> --deploy-hook 'systemctl reload nginx'
        ln -sf /etc/letsencrypt/live/<your host>/fullchain.pem $TLS/fullchain.pem
        ln -sf /etc/letsencrypt/live/<your host>/privkey.pem $TLS/privkey.pem
@@ -108,5 +124,5 @@ mo-spool is installed. What is left for you:
   4. Give Sinch the postback URL: https://<your host>/postback/<token>
      (or https://<your host>/postback without a token).
   Check it: curl -sk https://localhost/healthz
-            cd $APP && sudo -u mospool $VENV/bin/python -m mospool --config $ETC/config.ini status
+            sudo -u mospool mospool status      (mospool reads $ETC/config.ini)
 EOF

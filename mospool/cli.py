@@ -1,7 +1,8 @@
-"""`python -m mospool <command>`: what postqueue/postsuper give a Postfix admin, for the spool.
+"""`mospool <command>` (or `python -m mospool`): what postqueue/postsuper give a Postfix admin, for the spool.
 
 Every command prints for people by default and JSON with --json. `status` exits 1 when something needs
-attention, so a monitor can run it.
+attention, so a monitor can run it. The CLI never creates a spool: it opens the one [spool] dir names, and
+stops (exit 2) when that is not a spool.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import sys
 from collections import Counter
@@ -17,76 +19,132 @@ from pathlib import Path
 from typing import Any
 
 from mospool import logs, pages
-from mospool.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
+from mospool.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    EXIT_CONFIG,
+    ConfigError,
+    Settings,
+    config_path,
+    installed_default,
+    load_settings,
+    spool_problem,
+)
+from mospool.index import FILE_NAME as INDEX_FILE
 from mospool.index import Index
-from mospool.spool import SUFFIX, Spool, SpoolError, encode, id_time
+from mospool.record import FILED_STATES, read_folder
+from mospool.spool import DIR_MODE, SUFFIX, Spool, SpoolError, State, encode, fsync_dir, id_time
 
-FOLDER_STATES = ("processed", "failed", "duplicates")
-FILE_STATES = ("incoming", "work", "deferred")
+FOLDER_STATES = tuple(state.value for state in FILED_STATES)
+FILE_STATES = tuple(state.value for state in (State.INCOMING, State.WORK, State.DEFERRED))
+# What makes a folder a spool (the receiver and the worker create these; dismissed/ may come later).
+SPOOL_FOLDERS = ("tmp", *FILE_STATES, "processed", "failed", "duplicates")
+REASON_WIDTH = 80
+# Shown escaped in text output: control characters (newline, escape sequences) and line/paragraph separators.
+UNPRINTABLE = {code: f"\\u{code:04x}" for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
 
 
 class CommandError(Exception):
     """A request the CLI cannot carry out; the message says why."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def installed() -> int:
+    """The `mospool` console script: on a VM it finds /etc/mo-spool/config.ini without --config."""
+    return main(default_config=installed_default(), prog="mospool")
+
+
+def main(argv: list[str] | None = None, default_config: Path = DEFAULT_CONFIG, prog: str = "") -> int:
+    args = _parser(prog or "python -m mospool", default_config).parse_args(argv)
+    config = config_path(args.config, default_config)
     try:
-        settings = load_settings(config_path(args.config))
+        settings = load_settings(config)
         logs.configure("WARNING")
-        spool = Spool(settings.spool.dir)
-        spool.create()
+        spool = open_spool(settings)
         result, code = args.command(settings, spool, args)
         assert isinstance(code, int)
-    except (ConfigError, SpoolError, CommandError) as exc:
+    except (ConfigError, CommandError) as exc:
         print(f"mospool: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except SpoolError as exc:
+        print(f"mospool: {spool_problem(exc, config)}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        tagged = {"spool": str(spool.root), **result} if isinstance(result, dict) else result
+        print(json.dumps(tagged, indent=2, default=str))
     else:
-        print(_human(result))
+        print(f"spool: {spool.root}")
+        print(args.human(result))
     return code
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mospool", description=__doc__)
-    parser.add_argument("--config", help=f"config file (default: ${CONFIG_ENV}, else config.ini)")
+def open_spool(settings: Settings) -> Spool:
+    """The spool [spool] dir names, as it is: a missing or half-made one is an error, never created here."""
+    spool = Spool(settings.spool.dir)
+    if not spool.root.is_dir():
+        raise SpoolError(f"no spool at {spool.root}")
+    missing = [name for name in SPOOL_FOLDERS if not (spool.root / name).is_dir()]
+    if missing:
+        raise SpoolError(
+            f"{spool.root} is not a spool (no {', '.join(f'{name}/' for name in missing)} in it; "
+            "the receiver and the worker create them when they start)"
+        )
+    return spool
+
+
+def _parser(prog: str, default_config: Path) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser.add_argument("--config", help=f"config file (default: ${CONFIG_ENV}, else {default_config})")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     commands = parser.add_subparsers(required=True, metavar="command")
 
-    def command(name: str, handler: Callable[..., Any], help_text: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, handler: Callable[..., Any], help_text: str, human: Callable[[Any], str] | None = None
+    ) -> argparse.ArgumentParser:
+        """``human`` renders the result for people; by default rows for a list, an outline for the rest."""
         sub = commands.add_parser(name, help=help_text)
-        sub.set_defaults(command=handler)
+        sub.set_defaults(command=handler, human=human or _human_default)
         # Also accepted after the command; SUPPRESS keeps the subparser from resetting them to None.
         sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return sub
 
-    command("status", status, "counts per state, backlog age, failures; exit 1 when attention is needed")
-    listing = command("list", list_state, "list postbacks in one state")
+    command(
+        "status",
+        status,
+        "counts per state, backlog age, failures; exit 1 when attention is needed",
+        _human_status,
+    )
+    listing = command("list", list_state, "list postbacks in one state", _human_rows)
     listing.add_argument("state", choices=FILE_STATES + FOLDER_STATES)
     listing.add_argument("--since", type=_date, help="YYYY-MM-DD (UTC receive date)")
     listing.add_argument("--limit", type=int, default=50)
-    show_cmd = command("show", show, "everything about one postback")
-    show_cmd.add_argument("id")
-    finder = command("find", find, "search processed records")
+    show_cmd = command("show", show, "everything about one postback", _human_outline)
+    show_cmd.add_argument("id", help="the id, or enough of its start to be unique")
+    finder = command(
+        "find", find, "search filed notices (processed, failed, duplicates, dismissed)", _human_rows
+    )
     finder.add_argument("--from", dest="sender")
     finder.add_argument("--to", dest="recipient")
     finder.add_argument("--keyword")
     finder.add_argument("--tracking-id")
     finder.add_argument("--kind", choices=["mms_mo", "sms_mo", "status", "other"])
+    finder.add_argument("--state", choices=FOLDER_STATES, help="default: every filed state")
     finder.add_argument("--since", type=_date)
     finder.add_argument("--until", type=_date)
     finder.add_argument("--limit", type=int, default=100)
-    retrying = command("retry", retry, "put failed postbacks back through the worker")
+    retrying = command("retry", retry, "put failed postbacks back through the worker", _human_rows)
     retrying.add_argument("ids", nargs="*")
     retrying.add_argument("--all-failed", action="store_true")
     retrying.add_argument("--stage", help="with --all-failed: only this stage (e.g. media)")
-    purging = command("purge", purge, "delete record folders older than the retention")
+    dismissing = command(
+        "dismiss", dismiss, "move handled failed postbacks to dismissed/, out of the alert", _human_rows
+    )
+    dismissing.add_argument("ids", nargs="+", metavar="ID")
+    purging = command("purge", purge, "delete record folders older than the retention", _human_purge)
     purging.add_argument("--older-than", type=int, metavar="DAYS", help="default: [retention] per state")
     purging.add_argument("--state", choices=FOLDER_STATES, action="append")
     purging.add_argument("--dry-run", action="store_true")
-    command("reindex", reindex, "rebuild the index from processed/ and duplicates/")
+    command("reindex", reindex, "rebuild the index from processed/ and duplicates/", _human_reindex)
     command("pages", pages_command, "write every HTML page of the spool").add_argument(
         "--rebuild", action="store_true", required=True
     )
@@ -129,7 +187,24 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _find(spool: Spool, postback_id: str) -> tuple[str, Path]:
+def _find(spool: Spool, wanted: str) -> tuple[str, Path]:
+    """The postback with id ``wanted``, or the only one whose id starts with it."""
+    exact = _find_exact(spool, wanted)
+    if exact:
+        return exact
+    matches: dict[str, tuple[str, Path]] = {}
+    for state, path in _find_prefix(spool, wanted):
+        matches.setdefault(path.name.removesuffix(SUFFIX), (state, path))
+    if len(matches) == 1:
+        return next(iter(matches.values()))
+    if not matches:
+        raise CommandError(f"no postback with id {wanted}, nor one whose id starts with it")
+    names = sorted(matches)
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    raise CommandError(f"{wanted} is the start of {len(names)} ids: {shown}; give more of the id")
+
+
+def _find_exact(spool: Spool, postback_id: str) -> tuple[str, Path] | None:
     for state in FOLDER_STATES:
         folder = spool.record_dir(state, postback_id) if _looks_like_id(postback_id) else None
         if folder and folder.is_dir():
@@ -138,7 +213,21 @@ def _find(spool: Spool, postback_id: str) -> tuple[str, Path]:
         for candidate in (spool.root / state / (postback_id + SUFFIX), spool.root / state / postback_id):
             if candidate.exists():
                 return state, candidate
-    raise CommandError(f"no postback with id {postback_id}")
+    return None
+
+
+def _find_prefix(spool: Spool, prefix: str) -> Iterator[tuple[str, Path]]:
+    """Ids start with their receive date (YYYYMMDD), so only the matching day folders are read."""
+    for state in FOLDER_STATES:
+        root = spool.root / state
+        days = sorted(root.iterdir()) if root.is_dir() else []
+        for day in days:
+            if day.is_dir() and day.name.replace("-", "").startswith(prefix[:8]):
+                yield from (
+                    (state, folder) for folder in sorted(day.iterdir()) if folder.name.startswith(prefix)
+                )
+    for state in FILE_STATES:
+        yield from ((state, path) for path in _files(spool, state) if path.name.startswith(prefix))
 
 
 def _looks_like_id(postback_id: str) -> bool:
@@ -164,7 +253,7 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
     reasons: Counter[str] = Counter()
     for folder in _record_folders(spool, "failed"):
         error = _read_json(folder / "error.json") or {}
-        reasons[f"{error.get('stage', '?')}: {str(error.get('error', '?'))[:80]}"] += 1
+        reasons[_ellipsized(f"{error.get('stage', '?')}: {error.get('error', '?')}", REASON_WIDTH)] += 1
     processed = list(_record_folders(spool, "processed"))
     last = max((p.stat().st_mtime for p in processed[-50:]), default=None)
     alerts = []
@@ -183,35 +272,56 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
     return result, 1 if alerts else 0
 
 
+def _ellipsized(text: str, width: int) -> str:
+    """On one line, at most ``width`` characters, with … where it was cut."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def list_state(
     settings: Settings, spool: Spool, args: argparse.Namespace
 ) -> tuple[list[dict[str, Any]], int]:
     if args.state in FILE_STATES:
-        rows = [{"id": p.name.removesuffix(SUFFIX), "path": str(p)} for p in _files(spool, args.state)]
+        rows = [
+            {"id": p.name.removesuffix(SUFFIX), "path": str(p), **_retry_summary(p)}
+            for p in _files(spool, args.state)
+        ]
         return rows[: args.limit], 0
     rows = []
     for folder in _record_folders(spool, args.state, args.since):
-        rows.append({"id": folder.name, "path": str(folder), **_summary(folder)})
+        rows.append({"id": folder.name, "path": str(folder), **_summary(folder, args.state)})
         if len(rows) >= args.limit:
             break
     return rows, 0
 
 
-def _summary(folder: Path) -> dict[str, Any]:
-    message = _read_json(folder / "message.json") or _read_json(folder / "message-001.json") or {}
-    error = _read_json(folder / "error.json")
-    duplicate = _read_json(folder / "duplicate.json")
-    summary = {key: message.get(key) for key in ("kind", "from", "to", "tracking_id") if message.get(key)}
-    if error:
-        summary["error"] = f"{error.get('stage')}: {error.get('error')}"
-    if duplicate:
-        summary["duplicate_of"] = duplicate.get("duplicate_of")
+def _retry_summary(path: Path) -> dict[str, Any]:
+    """A deferred postback's next try and why it waits, from its retry.json."""
+    retry = _read_json(path / "retry.json") if path.is_dir() else None
+    if not isinstance(retry, dict):
+        return {}
+    last = (retry.get("errors") or [{}])[-1]
+    reason = "; ".join(str(part.get("error")) for part in last.get("parts", []))
+    return {"next_try_at": retry.get("next_try_at"), "attempts": retry.get("attempts"), "reason": reason}
+
+
+def _summary(folder: Path, state: str) -> dict[str, Any]:
+    """Who sent what (the first notice, in any state), and why it failed or what it duplicates."""
+    record = read_folder(folder, State(state))
+    first = record.notices[0] if record.notices else {}
+    summary = {key: first.get(key) for key in ("kind", "from", "to", "tracking_id") if first.get(key)}
+    if len(record.notices) > 1:
+        summary["notices"] = len(record.notices)
+    if record.error:
+        summary["error"] = f"{record.error.get('stage')}: {record.error.get('error')}"
+    if record.duplicate:
+        summary["duplicate_of"] = record.duplicate.get("duplicate_of")
     return summary
 
 
 def show(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     state, path = _find(spool, args.id)
-    result: dict[str, Any] = {"id": args.id, "state": state, "path": str(path)}
+    result: dict[str, Any] = {"id": path.name.removesuffix(SUFFIX), "state": state, "path": str(path)}
     if path.is_file():
         postback = spool.read(path)
         result["request"] = postback.meta
@@ -231,29 +341,49 @@ def show(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[di
 
 
 def find(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
-    filters = {
-        "sender = ?": args.sender,
-        "recipient = ?": args.recipient,
-        "keyword = ? COLLATE NOCASE": args.keyword,
-        "tracking_id = ?": args.tracking_id,
-        "kind = ?": args.kind,
-        "received_at >= ?": args.since.isoformat() if args.since else None,
-        "received_at < ?": (args.until + dt.timedelta(days=1)).isoformat() if args.until else None,
+    filters: dict[str, tuple[Any, ...] | None] = {
+        "sender IN (?, ?)": _number_forms(args.sender),
+        "recipient IN (?, ?)": _number_forms(args.recipient),
+        "keyword = ? COLLATE NOCASE": _given(args.keyword),
+        "tracking_id = ?": _given(args.tracking_id),
+        "kind = ?": _given(args.kind),
+        "state = ?": _given(args.state),
+        "received_at >= ?": _given(args.since and args.since.isoformat()),
+        "received_at < ?": _given(args.until and (args.until + dt.timedelta(days=1)).isoformat()),
     }
-    where = [clause for clause, value in filters.items() if value is not None]
-    params = tuple(value for value in filters.values() if value is not None)
+    where = [clause for clause, values in filters.items() if values is not None]
+    params = tuple(value for values in filters.values() if values is not None for value in values)
+    # The clauses are the constants above; only their values are parameters.
     sql = (
-        "SELECT spool_id, received_at, kind, sender, recipient, keyword, tracking_id, subject, text, folder "
-        "FROM records WHERE state = 'processed'"
+        'SELECT spool_id, state, received_at, kind, sender AS "from", recipient AS "to", keyword, '  # noqa: S608
+        "tracking_id, subject, text, reason, duplicate_of, folder FROM messages WHERE 1 = 1"
         + "".join(f" AND {clause}" for clause in where)
         + " ORDER BY received_at DESC LIMIT ?"
     )
-    index = Index(spool.root)
+    index = _open_index(spool)
     try:
         rows = [dict(row) for row in index.query(sql, (*params, args.limit))]
     finally:
         index.close()
     return rows, 0
+
+
+def _given(value: Any) -> tuple[Any, ...] | None:
+    return None if value is None else (value,)
+
+
+def _number_forms(raw: str | None) -> tuple[str, str] | None:
+    """+1 (774) 555-0001 as Sinch writes it (17745550001), and with a leading + in case a record has one."""
+    if raw is None:
+        return None
+    digits = raw.translate(str.maketrans("", "", "+ -()"))
+    return digits, "+" + digits
+
+
+def _open_index(spool: Spool) -> Index:
+    if not (spool.root / INDEX_FILE).is_file():
+        raise CommandError(f"no {INDEX_FILE} in {spool.root}: the worker makes it at start (or run reindex)")
+    return Index(spool.root)
 
 
 def retry(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
@@ -264,16 +394,24 @@ def retry(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[l
             if args.stage is None or (_read_json(folder / "error.json") or {}).get("stage") == args.stage
         ]
     elif args.ids:
-        folders = [_failed_folder(spool, postback_id) for postback_id in args.ids]
+        folders = [_failed_folder(spool, postback_id, "retried") for postback_id in args.ids]
     else:
         raise CommandError("retry needs postback ids or --all-failed")
-    return [{"id": folder.name, "requeued": str(_requeue(spool, folder))} for folder in folders], 0
+    index = _open_index(spool)
+    try:
+        rows = []
+        for folder in folders:
+            rows.append({"id": folder.name, "requeued": str(_requeue(spool, folder))})
+            index.unfiled(folder.name)
+    finally:
+        index.close()
+    return rows, 0
 
 
-def _failed_folder(spool: Spool, postback_id: str) -> Path:
+def _failed_folder(spool: Spool, postback_id: str, verb: str) -> Path:
     state, folder = _find(spool, postback_id)
     if state != "failed":
-        raise CommandError(f"{postback_id} is in {state}/, not failed/: only failed postbacks can be retried")
+        raise CommandError(f"{postback_id} is in {state}/, not failed/: only failed postbacks can be {verb}")
     return folder
 
 
@@ -304,19 +442,58 @@ def _requeue(spool: Spool, folder: Path) -> Path:
     return target
 
 
+def dismiss(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
+    folders = [_failed_folder(spool, postback_id, "dismissed") for postback_id in args.ids]
+    index = _open_index(spool)
+    try:
+        rows = []
+        for folder in folders:
+            target = _dismiss(spool, folder)
+            index.moved(folder.name, State.DISMISSED, str(target.relative_to(spool.root)))
+            rows.append({"id": folder.name, "dismissed": str(target)})
+    finally:
+        index.close()
+    return rows, 0
+
+
+def _dismiss(spool: Spool, folder: Path) -> Path:
+    """failed/<date>/<id>/ to dismissed/<date>/<id>/ whole, in one rename; both folders fsynced."""
+    target = spool.record_dir(State.DISMISSED, folder.name)
+    if target.exists():
+        raise CommandError(f"{target} already exists")
+    for new_dir in (target.parent.parent, target.parent):
+        _make_spool_dir(spool, new_dir)
+    os.rename(folder, target)
+    fsync_dir(target.parent)
+    fsync_dir(folder.parent)
+    return target
+
+
+def _make_spool_dir(spool: Spool, path: Path) -> None:
+    """A folder owned like the spool, so the services (and purge, run as them) can still manage it."""
+    if path.is_dir():
+        return
+    path.mkdir(mode=DIR_MODE)
+    owner = spool.root.stat()
+    if os.geteuid() == 0:
+        os.chown(path, owner.st_uid, owner.st_gid)
+    fsync_dir(path.parent)
+
+
 def purge(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     retention = settings.retention
     days = {"processed": retention.processed_days, "failed": retention.failed_days}
-    days["duplicates"] = retention.duplicates_days
+    days.update(duplicates=retention.duplicates_days, dismissed=retention.failed_days)
     today = dt.datetime.now(dt.UTC).date()
     removed: dict[str, list[str]] = {}
-    index = Index(spool.root)
+    index = _open_index(spool)
     try:
         for state in args.state or FOLDER_STATES:
             age = days[state] if args.older_than is None else args.older_than
             cutoff = (today - dt.timedelta(days=age)).isoformat()
             root = spool.root / state
-            old = [day for day in sorted(root.iterdir()) if day.is_dir() and day.name < cutoff]
+            days_kept = sorted(root.iterdir()) if root.is_dir() else []
+            old = [day for day in days_kept if day.is_dir() and day.name < cutoff]
             removed[state] = [
                 str(folder.relative_to(spool.root)) for day in old for folder in _day_records(day)
             ]
@@ -347,17 +524,49 @@ def pages_command(settings: Settings, spool: Spool, args: argparse.Namespace) ->
         index.close()
 
 
-# --- output for people
+# --- output for people: one function per kind of result
 
 
-def _human(result: Any) -> str:
-    if isinstance(result, dict) and "counts" in result:
-        return _human_status(result)
-    if isinstance(result, list):
-        if not result:
-            return "(none)"
-        return "\n".join("  ".join(f"{k}={v}" for k, v in row.items() if v is not None) for row in result)
-    return json.dumps(result, indent=2, default=str, ensure_ascii=False)
+def _human_default(result: Any) -> str:
+    return _human_rows(result) if isinstance(result, list) else _human_outline(result)
+
+
+def _human_rows(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(none)"
+    return "\n".join("  ".join(f"{k}={_field(v)}" for k, v in row.items() if v is not None) for row in rows)
+
+
+def _field(value: Any) -> str:
+    """A value on one line: text with spaces, quotes or control characters is quoted and escaped."""
+    text = str(value)
+    if text and not any(c.isspace() or c in "\"'\\=" or ord(c) in UNPRINTABLE for c in text):
+        return text
+    return json.dumps(text, ensure_ascii=False).translate(UNPRINTABLE)
+
+
+def _human_outline(value: Any, indent: str = "") -> str:
+    """Nested dicts and lists as indented `key: value` and `- item` lines (show)."""
+    items = value.items() if isinstance(value, dict) else (("-", item) for item in value)
+    lines = []
+    for key, item in items:
+        label = f"{indent}{key}" if key == "-" else f"{indent}{key}:"
+        if isinstance(item, dict | list) and item:
+            lines += [label, _human_outline(item, indent + "  ")]
+        else:
+            lines.append(f"{label} {'-' if item in (None, [], {}) else _field(item)}")
+    return "\n".join(lines)
+
+
+def _human_purge(result: dict[str, Any]) -> str:
+    verb = "would remove" if result["dry_run"] else "removed"
+    lines = [f"{state}: {verb} {len(folders)} record folders" for state, folders in result["removed"].items()]
+    lines += [f"  {folder}" for folders in result["removed"].values() for folder in folders]
+    return "\n".join(lines)
+
+
+def _human_reindex(result: dict[str, Any]) -> str:
+    return f"indexed {result['records']} records from processed/ and duplicates/"
 
 
 def _human_status(status: dict[str, Any]) -> str:

@@ -16,6 +16,10 @@ from typing import Any
 
 CONFIG_ENV = "MOSPOOL_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.ini"
+# What deploy/install.sh writes; the installed `mospool` command reads it when no other config is named.
+INSTALLED_CONFIG = Path("/etc/mo-spool/config.ini")
+# What every entry point exits with when the config or the spool it names is unusable.
+EXIT_CONFIG = 2
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,7 +61,7 @@ class MediaSettings:
     allowed_hosts: tuple[str, ...] = ()
     allow_private_networks: bool = False
     max_redirects: int = 3
-    parallel_downloads: int = 4
+    parallel_downloads: int = 8  # for the whole worker, across postbacks: 4 postbacks (concurrency) x 2 parts
     attempts: int = 6
     retry_base_seconds: float = 30.0
     give_up_after_seconds: float = 6 * 3600.0
@@ -102,7 +106,10 @@ class Settings:
 
 
 def _non_negative_int(raw: str) -> int:
-    value = int(raw.replace("_", ""))
+    digits = raw.replace("_", "")
+    if not digits.lstrip("-").isdecimal():
+        raise ValueError("must be a whole number such as 1048576, without a unit (no KB, MB, s)")
+    value = int(digits)
     if value < 0:
         raise ValueError("must not be negative")
     return value
@@ -116,7 +123,10 @@ def _positive_int(raw: str) -> int:
 
 
 def _positive_float(raw: str) -> float:
-    value = float(raw)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number such as 30 or 0.5, without a unit") from None
     if not value > 0:
         raise ValueError("must be greater than 0")
     return value
@@ -134,7 +144,19 @@ def _words(raw: str) -> tuple[str, ...]:
 
 
 def _networks(raw: str) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(word, strict=False) for word in _words(raw))
+    return tuple(_network(word) for word in _words(raw))
+
+
+def _network(word: str) -> Network:
+    """A CIDR whose host bits are zero: 203.0.113.5/24 is refused rather than silently widened."""
+    try:
+        return ipaddress.ip_network(word)
+    except ValueError as exc:
+        if "host bits set" not in str(exc):
+            raise
+        meant = ipaddress.ip_network(word, strict=False)
+        hint = f"{word} has host bits set: write {meant} for the network, or the bare address"
+        raise ValueError(hint) from None
 
 
 def _url_path(raw: str) -> str:
@@ -198,10 +220,20 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
 }
 
 
-def config_path(cli_value: str | None = None) -> Path:
-    """--config wins, then $MOSPOOL_CONFIG, then config.ini beside app.py."""
-    chosen = cli_value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+def config_path(cli_value: str | None = None, default: Path = DEFAULT_CONFIG) -> Path:
+    """--config wins, then $MOSPOOL_CONFIG, then ``default`` (config.ini beside app.py)."""
+    chosen = cli_value or os.environ.get(CONFIG_ENV) or default
     return Path(chosen)
+
+
+def installed_default() -> Path:
+    """The installed command's default: /etc/mo-spool/config.ini on a VM, else the checkout's config.ini."""
+    return INSTALLED_CONFIG if INSTALLED_CONFIG.is_file() else DEFAULT_CONFIG
+
+
+def spool_problem(exc: OSError, config: Path) -> str:
+    """A spool error as an operator reads it: what failed, and the setting that chose the folder."""
+    return f"{exc} (the spool is [spool] dir in {config})"
 
 
 def load_settings(path: Path | str) -> Settings:

@@ -1,4 +1,4 @@
-"""Filing: a finished postback becomes a published record folder, then its outputs are told.
+"""Filing: finished postbacks become published record folders, then their outputs are told.
 
 This is the one seam between "a record is filed" and what follows from it. For each ``Filing`` the filer
 writes the folder's files into ``work/<id>/``, lets every output add what it derives (a page, an outbox entry)
@@ -6,37 +6,39 @@ through the same ``Batch`` (so it is as durable as the record), makes all of it 
 by one rename into ``<state>/YYYY-MM-DD/<id>/``, records it in the index, and only then calls each output's
 ``published`` and removes the work file. Invariants: a published folder is whole; a work file is removed only
 after its record is durable; the index never names an unpublished folder.
+
+Group commit: the records that the worker's threads hand in while a commit runs are filed together by the
+next one, sharing its syncs: write them all, one syncfs, rename them all, one fsync per parent folder, one
+index transaction.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from mospool.index import Index
-from mospool.record import RETRY, Filing, Folder, read_folder
+from mospool.metrics import Metrics
+from mospool.record import Filing, Folder, read_folder
 from mospool.spool import Spool, State, fsync_dir, write_file
 
 log = logging.getLogger(__name__)
 
+MAX_GROUP = 256  # records in one commit at most: bounds the work a crash can make us redo
+
 
 class Batch:
-    """The files written for the records being filed together: each is durable before any is published."""
-
-    def __init__(self) -> None:
-        self.folders: set[Path] = set()
+    """The files written for the records being filed together; the filer syncs them all at once."""
 
     def write(self, path: Path, data: bytes) -> None:
-        """Write a whole new file (mode 0640); its folder is synced with the records."""
-        write_file(path, data)
-        self.folders.add(path.parent)
-
-    def sync(self) -> None:
-        for folder in sorted(self.folders):
-            fsync_dir(folder)
+        """Write a whole new file (mode 0640), made durable with the records of this commit."""
+        write_file(path, data, sync=False)
 
 
 class Output(Protocol):
@@ -55,33 +57,59 @@ class Output(Protocol):
         """The worker stops: finish or hand back what is in flight."""
 
 
+@dataclass
+class _Job:
+    filing: Filing
+    build: Path
+    work_file: Path
+    folder: Folder | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
 class Filer:
-    def __init__(self, spool: Spool, index: Index, outputs: Sequence[Output] = ()) -> None:
+    def __init__(self, spool: Spool, index: Index, metrics: Metrics, outputs: Sequence[Output] = ()) -> None:
         self.spool = spool
         self.index = index
+        self.metrics = metrics
         self.outputs = list(outputs)
+        self._cond = threading.Condition()
+        self._waiting: list[_Job] = []
+        self._committing = False
 
     def file(self, filing: Filing, build: Path, work_file: Path) -> Path:
-        """Publish one record folder and remove its work file; returns the published folder."""
-        batch = Batch()
-        for name, data in filing.files():
-            batch.write(build / name, data)
-        (build / RETRY).unlink(missing_ok=True)
-        for output in self.outputs:
-            output.prepare(filing, build, batch)
-        batch.folders.discard(build)  # synced by publish, with media/
-        batch.sync()
-        path = self.spool.file_record(build, filing.state)
-        folder = filing.as_folder(path)
-        self.index.filed(self.relative(path), folder)
-        self.notify([folder])
-        work_file.unlink()
-        return path
+        """Publish one record folder and remove its work file; returns the published folder.
+
+        The calling thread either commits everything handed in so far (its own record among them) or waits
+        for the commit that takes its record.
+        """
+        job = _Job(filing, build, work_file)
+        with self._cond:
+            self._waiting.append(job)
+            while not job.done:
+                if self._committing:
+                    self._cond.wait()
+                    continue
+                group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+                self._committing = True
+                self._cond.release()
+                try:
+                    self._commit(group)
+                finally:
+                    self._cond.acquire()
+                    for done in group:
+                        done.done = True
+                    self._committing = False
+                    self._cond.notify_all()
+        if job.error is not None:
+            raise job.error
+        assert job.folder is not None
+        return job.folder.path
 
     def refile(self, folder: Path, state: State) -> None:
         """A folder published before a crash that came before its index row: index it and notify again."""
         filed = read_folder(folder, state)
-        self.index.filed(self.relative(folder), filed)
+        self.index.filed([(self.relative(folder), filed)])
         self.notify([filed])
 
     def tick(self) -> None:
@@ -98,3 +126,62 @@ class Filer:
 
     def relative(self, folder: Path) -> str:
         return os.fspath(folder.relative_to(self.spool.root))
+
+    # --- one commit
+
+    def _commit(self, group: list[_Job]) -> None:
+        placed: list[Folder] = []
+        try:
+            written = [job for job in group if self._write(job)]
+            self.spool.sync()
+            placed = [folder for job in written if (folder := self._place(job))]
+            for parent in sorted({folder.path.parent for folder in placed}):
+                fsync_dir(parent)
+            self.index.filed([(self.relative(folder.path), folder) for folder in placed])
+        except (OSError, sqlite3.Error) as exc:  # nothing of this commit is known durable
+            for job in group:
+                job.error = job.error or exc
+            return
+        self.metrics.commits.inc()
+        self.notify(placed)
+        for job in group:
+            if job.error is None:
+                _remove_work_file(job.work_file)
+
+    def _write(self, job: _Job) -> bool:
+        batch = Batch()
+        try:
+            _remove_files(job.build)  # what a try cut short by a crash wrote; media/ stays
+            for name, data in job.filing.files():
+                batch.write(job.build / name, data)
+            for output in self.outputs:
+                output.prepare(job.filing, job.build, batch)
+        except Exception as exc:  # a storage error, or a bug in an output: this record only
+            job.error = exc
+            return False
+        return True
+
+    def _place(self, job: _Job) -> Folder | None:
+        try:
+            path = self.spool.place(job.build, job.filing.state)
+        except OSError as exc:
+            job.error = exc
+            return None
+        job.folder = job.filing.as_folder(path)
+        return job.folder
+
+
+def _remove_files(build: Path) -> None:
+    """The files (not media/) of a build folder: a record folder holds only what its filing writes."""
+    with os.scandir(build) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink()
+
+
+def _remove_work_file(work_file: Path) -> None:
+    """Only once the record is durable; a file left by a failed unlink is found already filed later."""
+    try:
+        work_file.unlink()
+    except OSError as exc:
+        log.error("cannot remove %s after filing it: %s", work_file, exc)

@@ -11,7 +11,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS duplicates (
 CREATE TABLE IF NOT EXISTS messages (
     spool_id TEXT NOT NULL,
     position INTEGER NOT NULL,   -- 1, or its place in a batch
-    state TEXT NOT NULL,         -- processed | failed | duplicates
+    state TEXT NOT NULL,         -- processed | failed | duplicates | dismissed
     received_at TEXT,
     folder TEXT NOT NULL,
     {", ".join(f"{column} TEXT" for column in COLUMNS)},
@@ -92,6 +92,7 @@ class Index:
         self.root = Path(spool_root)
         self.path = self.root / FILE_NAME
         self._lock = threading.Lock()
+        self._claims: dict[str, str] = {}  # dedup key -> the postback processing it now
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -118,34 +119,60 @@ class Index:
                     self._db.execute("ROLLBACK")
                 raise
 
-    def claim(self, key: str, spool_id: str, received_at: str) -> str:
-        """Reserve ``key`` for ``spool_id`` and return its owner: spool_id itself, or the earlier postback."""
+    def claim(self, key: str, spool_id: str) -> str:
+        """Reserve ``key`` for ``spool_id`` and return its owner: spool_id itself, or the earlier postback.
+
+        A claim lives in memory until its record is filed (or deferred): it only has to hold against this
+        worker's other threads, and after a crash the postback is processed again and claims again.
+        """
         with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO records (key, spool_id, state, received_at) VALUES (?, ?, 'work', ?)",
-                (key, spool_id, received_at),
-            )
             row = self._db.execute("SELECT spool_id FROM records WHERE key = ?", (key,)).fetchone()
-        return str(row["spool_id"])
+            return str(row["spool_id"]) if row else self._claims.setdefault(key, spool_id)
 
     def release(self, keys: list[str], spool_id: str) -> None:
         """Give up keys that a failed postback held, so a later retry of it is not called a duplicate."""
-        with self._lock:
-            self._db.executemany(
+        with self._transaction() as db:
+            db.executemany(
                 "DELETE FROM records WHERE key = ? AND spool_id = ?", [(key, spool_id) for key in keys]
             )
+        self._forget_claims(keys, spool_id)
 
-    def set_state(self, keys: list[str], spool_id: str, state: str) -> None:
+    def defer(self, keys: list[str], spool_id: str, received_at: str) -> None:
+        """Keep the keys of a postback that waits in deferred/, across restarts."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO records (key, spool_id, state, received_at) VALUES (?, ?, ?, ?)",
+                [(key, spool_id, State.DEFERRED.value, received_at) for key in keys],
+            )
+        self._forget_claims(keys, spool_id)
+
+    def _forget_claims(self, keys: Iterable[str], spool_id: str) -> None:
+        """Once the keys' rows are committed (or gone), the claims in memory are not needed."""
         with self._lock:
-            self._db.executemany(
-                "UPDATE records SET state = ? WHERE key = ? AND spool_id = ?",
-                [(state, key, spool_id) for key in keys],
+            for key in keys:
+                if self._claims.get(key) == spool_id:
+                    del self._claims[key]
+
+    def filed(self, folders: Sequence[tuple[str, Folder]]) -> None:
+        """Index published record folders (each path relative to the spool), in one transaction."""
+        with self._transaction() as db:
+            for relative, record in folders:
+                _index_folder(db, relative, record)
+        for _, record in folders:
+            keys = [message.get("dedup_key") for message in record.messages]
+            self._forget_claims([key for key in keys if key], record.spool_id)
+
+    def moved(self, spool_id: str, state: str, folder: str) -> None:
+        """A filed folder an operator moved whole (dismiss): its notices follow it."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE messages SET state = ?, folder = ? WHERE spool_id = ?", (state, folder, spool_id)
             )
 
-    def filed(self, folder: str, record: Folder) -> None:
-        """Index a published record folder (``folder`` relative to the spool), in one transaction."""
+    def unfiled(self, spool_id: str) -> None:
+        """A failed folder put back through the worker (retry): it is not filed until the worker says so."""
         with self._transaction() as db:
-            _index_folder(db, folder, record)
+            db.execute("DELETE FROM messages WHERE spool_id = ?", (spool_id,))
 
     def forget_folders(self, prefix: str) -> int:
         """Drop the rows of every record filed under ``prefix`` (a purge); returns how many."""

@@ -32,6 +32,11 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=self.registry,
         )
+        self.commits = Counter(
+            "mospool_filing_commits",
+            "Group commits of record folders: one sync shared by every record filed in it",
+            registry=self.registry,
+        )
         self.backlog = Gauge("mospool_backlog", "Postbacks waiting in incoming/", registry=self.registry)
         self.oldest = Gauge(
             "mospool_backlog_oldest_seconds", "Age of the oldest waiting postback", registry=self.registry

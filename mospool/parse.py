@@ -1,10 +1,12 @@
 """Parse a spooled postback body into records. Pure: bytes and a content type in, records out.
 
-Accepts every dialect Sinch sends: JSON, lowercase XML `<postback>` with hyphenated tags, the legacy
-uppercase `<POSTBACK>` (with or without `<NOTIFICATION>` wrappers, several of which make a batch), and
-form-encoded bodies. Field names match case-insensitively and with or without `-`/`_`. A JSON list of
-objects is treated as a batch, like several `<NOTIFICATION>`s. Anything else raises ParseError, and no
-other exception ever escapes `parse_postback`.
+Accepts every layout Sinch (formerly Skycore) has published: JSON, lowercase XML `<postback>` with hyphenated
+tags, the legacy uppercase `<POSTBACK>` (with or without `<NOTIFICATION>` wrappers, several of which make a
+batch), the older `<NOTIFICATION ID=.. CREATED=..>` root with its fields inside `<BODY>`, form-encoded
+bodies, and XML sent inside a form field (`XML=`, `xml=`, `XMLDATA=`). Field names match
+case-insensitively and with or without `-`/`_`. A JSON list of objects is a batch, like several
+`<NOTIFICATION>`s. `fields` keeps everything sent, XML attributes included (see `_element_value`).
+Anything else raises ParseError, and no other exception ever escapes `parse_postback`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import re
 import urllib.parse
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +49,12 @@ class Record:
     status: str | None
     media_urls: tuple[str, ...]
     fields: Fields
+    status_details: str | None = None
+    mms_id: str | None = None
+    sent_as: str | None = None
+    operator_name: str | None = None
+    from_mask: str | None = None
+    client_reference: str | None = None
 
     def to_message(self) -> dict[str, Any]:
         return {
@@ -62,6 +71,12 @@ class Record:
             "subject": self.subject,
             "text": self.text,
             "status": self.status,
+            "status_details": self.status_details,
+            "mms_id": self.mms_id,
+            "sent_as": self.sent_as,
+            "operator_name": self.operator_name,
+            "from_mask": self.from_mask,
+            "client_reference": self.client_reference,
             "media": [{"url": url} for url in self.media_urls],
             "fields": self.fields,
         }
@@ -73,32 +88,43 @@ class Parsed:
     records: tuple[Record, ...]
 
 
-# Field names as sent, folded (lowercase, no '-' or '_'), to the record attribute they fill.
-ALIASES = {
-    "origin": "origin",
-    "code": "code",
-    "from": "sender",
-    "to": "to",
-    "copyto": "copy_to",
-    "keyword": "keyword",
-    "trackingid": "tracking_id",
-    "operatorid": "operator_id",
-    "spid": "operator_id",
-    "timestamp": "timestamp",
-    "received": "timestamp",
-    "messagesubject": "subject",
-    "subject": "subject",
-    "messagetext": "text",
-    "text": "text",
-    "status": "status",
-    "statusdetails": "status",
-    "description": "status",
-    "content": "content",
-    "file": "file",
+# Record attribute -> the field names that fill it, folded (lowercase, no '-' or '_'), in priority order: the
+# first one with a value wins. A notification's own fields come before those inside its <BODY>.
+FIELD_NAMES: dict[str, tuple[str, ...]] = {
+    "origin": ("origin",),
+    "code": ("code", "statuscode"),  # STATUSCODE: the pass notice (N801)
+    "sender": ("from", "mobile", "email"),  # MOBILE/EMAIL: the subscriber of a SUB/EMAIL_SUB notice
+    "to": ("to", "shortcode"),
+    "keyword": ("keyword",),
+    "tracking_id": ("trackingid", "transactionid"),  # TRANSACTIONID: the SMS MO's id (N211)
+    "operator_id": ("operatorid", "spid"),
+    "timestamp": ("timestamp", "received"),
+    "subject": ("messagesubject", "subject"),
+    "text": ("messagetext", "text"),
+    "status": ("status", "statusdetails", "description"),
+    "status_details": ("statusdetails",),
+    "mms_id": ("mmsid",),
+    "sent_as": ("sentas",),
+    "operator_name": ("operatorname",),
+    "from_mask": ("frommask",),
+    "client_reference": ("clientreference",),
 }
-POSTBACK_KEYS = {"origin", "code", "sender", "to", "tracking_id"}
-KINDS = {"MMS_MO": "mms_mo", "SMS_MO": "sms_mo", "MMS_MT": "status", "SMS_MT": "status"}
-STATUS_CODE = re.compile(r"^[NE]\d{3}$")
+# The same, inverted: folded field name -> (record attribute, rank among that attribute's names).
+NAME_RANKS: dict[str, list[tuple[str, int]]] = {
+    name: [(attribute, names.index(name)) for attribute, names in FIELD_NAMES.items() if name in names]
+    for name in {name for names in FIELD_NAMES.values() for name in names}
+}
+MEDIA_NAMES = ("content", "file")
+POSTBACK_KEYS = ("origin", "code", "sender", "to", "tracking_id")
+ORIGIN_KINDS = {"MMS_MO": "mms_mo", "SMS_MO": "sms_mo", "MMS_MT": "status", "SMS_MT": "status"}
+# Without an origin, the code decides; a code not listed here (N301-N304, N801, anything new) gives `other`.
+CODE_KINDS = {
+    "N401": "mms_mo",
+    "N211": "sms_mo",
+    **dict.fromkeys(("N101", "N102", "N103", "N013", "N003", "N201", "N202", "N501", "N502"), "status"),
+}
+ERROR_CODE = re.compile(r"^E(?:[0125]\d{2}|999)$")
+EMBEDDED_XML_FIELDS = ("xml", "xmldata")
 TIMESTAMP = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}(?::?\d{2})?)$",
     re.IGNORECASE,
@@ -147,7 +173,7 @@ def _parse(body: bytes, content_type: str) -> Parsed:
     if start.startswith("<"):
         return _records("xml", _xml_objects(body))
     if media_type == "application/x-www-form-urlencoded" or re.match(r"^[\w.%+-]+=", start):
-        return _records("form", [_form_fields(_decode(body, content_type))])
+        return _form(_form_fields(_decode(body, content_type)))
     raise ParseError(f"not JSON, XML or form-encoded (content type {content_type or 'none'})")
 
 
@@ -177,7 +203,7 @@ def _json_objects(text: str) -> list[Fields]:
     return objects
 
 
-def _xml_objects(body: bytes) -> list[Fields]:
+def _xml_objects(body: bytes | str) -> list[Fields]:
     try:
         root = SafeET.fromstring(body, forbid_dtd=True)
     except defusedxml.DefusedXmlException as exc:
@@ -185,20 +211,47 @@ def _xml_objects(body: bytes) -> list[Fields]:
     except ET.ParseError as exc:
         raise ParseError(f"malformed XML: {exc}") from exc
     notifications = [child for child in root if _fold(_local(child.tag)) == "notification"]
-    return [_element_fields(element) for element in notifications or [root]]
+    return [_notification_fields(element) for element in notifications or [root]]
 
 
-def _element_fields(element: ET.Element) -> Fields:
-    fields: Fields = {f"@{_local(name)}": value for name, value in element.attrib.items()}
+def _notification_fields(element: ET.Element) -> Fields:
+    value = _element_value(element)
+    if isinstance(value, dict):
+        return value
+    return {"#text": value} if value else {}
+
+
+def _element_value(element: ET.Element) -> Any:
+    """A plain leaf gives its text. An element with children or attributes gives a dict: `@name` per
+    attribute, one key per child tag (a list when the tag repeats), and `#text` for its own text (always for
+    a leaf with attributes, for a parent only when it has some)."""
+    if not len(element) and not element.attrib:
+        return (element.text or "").strip()
+    value = _attribute_fields(element.attrib) if element.attrib else {}
     for child in element:
-        name = _local(child.tag)
-        value: Any = _element_fields(child) if len(child) else (child.text or "").strip()
-        if name in fields:
-            previous = fields[name]
-            fields[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            fields[name] = value
+        _add_field(value, _local(child.tag), _element_value(child))
+    own_text = "".join([element.text or "", *(child.tail or "" for child in element)]).strip()
+    if own_text or not len(element):
+        value["#text"] = own_text
+    return value
+
+
+def _attribute_fields(attributes: dict[str, str]) -> Fields:
+    local_names = Counter(_local(name) for name in attributes)
+    fields: Fields = {}
+    for name, text in attributes.items():
+        local = _local(name)
+        fields[f"@{local if local == name or local_names[local] == 1 else name}"] = text
     return fields
+
+
+def _add_field(fields: Fields, name: str, value: Any) -> None:
+    if name not in fields:
+        fields[name] = value
+    elif isinstance(fields[name], list):
+        fields[name].append(value)
+    else:
+        fields[name] = [fields[name], value]
 
 
 def _local(tag: str) -> str:
@@ -210,6 +263,21 @@ def _form_fields(text: str) -> Fields:
     return {name: values[0] if len(values) == 1 else values for name, values in pairs.items()}
 
 
+def _form(fields: Fields) -> Parsed:
+    """A form, or XML sent inside one of its fields: then each notification keeps the other form fields
+    under `form:<name>`."""
+    embedded = next((name for name in fields if _embedded_xml(name, fields[name])), None)
+    if embedded is None:
+        return _records("form", [fields])
+    others = {f"form:{name}": value for name, value in fields.items() if name != embedded}
+    notifications = _xml_objects(fields[embedded].strip())
+    return _records("form-xml", [{**notification, **others} for notification in notifications])
+
+
+def _embedded_xml(name: str, value: Any) -> bool:
+    return _fold(name) in EMBEDDED_XML_FIELDS and isinstance(value, str) and value.lstrip().startswith("<")
+
+
 # --- one notification's fields to a record
 
 
@@ -218,62 +286,92 @@ def _fold(name: str) -> str:
 
 
 def _record(fields: Fields) -> Record:
-    found: dict[str, Any] = {}
-    for name, value in fields.items():
-        attribute = ALIASES.get(_fold(name))
-        if attribute and attribute not in found:
-            found[attribute] = value
-    if not POSTBACK_KEYS & {key for key, value in found.items() if _scalar(value)}:
+    sent = _values_by_name(fields)
+    found = _normalized(sent)
+    if not any(found[key] for key in POSTBACK_KEYS):
         raise ParseError("no postback fields (origin, code, from, to, tracking-id) found")
-    origin, code = _scalar(found.get("origin")), _scalar(found.get("code"))
-    kind = _kind(origin, code)
-    status = _scalar(found.get("status")) or (code if kind == "status" else None)
+    kind = _kind(found["origin"], found["code"])
+    media = [value for name in MEDIA_NAMES for value in sent.get(name, [])[:1]]
     return Record(
         kind=kind,
-        origin=origin,
-        code=code,
-        sender=_scalar(found.get("sender")),
-        to=_scalar(found.get("to")),
-        copy_to=tuple(_strings(found.get("copy_to"))),
-        keyword=_scalar(found.get("keyword")),
-        tracking_id=_scalar(found.get("tracking_id")),
-        operator_id=_scalar(found.get("operator_id")),
-        timestamp=normalize_timestamp(_scalar(found.get("timestamp"))),
-        subject=_scalar(found.get("subject")),
-        text=_scalar(found.get("text")),
-        status=status,
-        media_urls=tuple(_strings([found.get("content"), found.get("file")])),
+        origin=found["origin"],
+        code=found["code"],
+        sender=found["sender"],
+        to=found["to"],
+        copy_to=tuple(_strings(sent.get("copyto", [])[:1])),
+        keyword=found["keyword"],
+        tracking_id=found["tracking_id"],
+        operator_id=found["operator_id"],
+        timestamp=normalize_timestamp(found["timestamp"]),
+        subject=found["subject"],
+        text=found["text"],
+        status=found["status"] or (found["code"] if kind == "status" else None),
+        media_urls=tuple(_strings(media)),
         fields=fields,
+        status_details=found["status_details"],
+        mms_id=found["mms_id"],
+        sent_as=found["sent_as"],
+        operator_name=found["operator_name"],
+        from_mask=found["from_mask"],
+        client_reference=found["client_reference"],
     )
 
 
+def _values_by_name(fields: Fields) -> dict[str, list[Any]]:
+    """Folded field name -> its values: the notification's own, then those inside its <BODY>."""
+    scopes = [
+        fields,
+        *(value for name, value in fields.items() if _fold(name) == "body" and isinstance(value, dict)),
+    ]
+    values: dict[str, list[Any]] = {}
+    for scope in scopes:
+        for name, value in scope.items():
+            values.setdefault(_fold(name), []).append(value)
+    return values
+
+
+def _normalized(sent: dict[str, list[Any]]) -> dict[str, str | None]:
+    """Each record attribute's text from the best-ranked field sent with a value (see FIELD_NAMES)."""
+    best: dict[str, tuple[int, str]] = {}
+    for name, values in sent.items():
+        for attribute, rank in NAME_RANKS.get(name, ()):
+            if attribute not in best or rank < best[attribute][0]:
+                text = next((text for value in values if (text := _scalar(value))), None)
+                if text:
+                    best[attribute] = (rank, text)
+    return {attribute: best[attribute][1] if attribute in best else None for attribute in FIELD_NAMES}
+
+
 def _kind(origin: str | None, code: str | None) -> str:
-    kind = KINDS.get((origin or "").upper())
-    if kind:
-        return kind
-    if origin is None and code and STATUS_CODE.match(code) and code.upper() != "N401":
-        return "status"
-    return "other"
+    if origin is not None:
+        return ORIGIN_KINDS.get(origin.upper(), "other")
+    code = (code or "").upper()
+    return CODE_KINDS.get(code) or ("status" if ERROR_CODE.match(code) else "other")
 
 
 def _scalar(value: Any) -> str | None:
-    """A field's text; for a repeated field, the first one's."""
+    """A field's text; for a repeated field, the first one's; for an element with attributes, its text or
+    else its TEXT attribute (`<STATUS TEXT="Retrieved"/>`)."""
     if isinstance(value, list) and value:
         return _scalar(value[0])
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return value.strip() or None
+    if isinstance(value, dict):
+        text_attribute = next((v for k, v in value.items() if k.lower() == "@text"), None)
+        return _scalar(value.get("#text")) or _scalar(text_attribute)
     return None
 
 
 def _strings(value: Any) -> list[str]:
-    """Every non-empty string in a value, depth first: `[{"number": "1"}, "2"]` gives ["1", "2"]."""
+    """Every non-empty string in a value, depth first, attributes left out: `[{"number": "1"}, "2"]` gives
+    ["1", "2"]."""
     if isinstance(value, (str, bool)):
         text = _scalar(value)
         return [text] if text else []
     if isinstance(value, dict):
-        value = list(value.values())
+        value = [item for key, item in value.items() if key[:1] != "@"]
     if isinstance(value, list):
         return [text for item in value for text in _strings(item)]
     return []

@@ -68,9 +68,16 @@ class Processor:
     """Turns one claimed postback into a filed record; ``handle`` is the single catch boundary."""
 
     def __init__(
-        self, settings: Settings, spool: Spool, index: Index, filer: Filer, metrics: Metrics
+        self,
+        settings: Settings,
+        spool: Spool,
+        index: Index,
+        filer: Filer,
+        metrics: Metrics,
+        fetcher: media.Fetcher,
     ) -> None:
         self.settings = settings
+        self.fetcher = fetcher
         self.spool = spool
         self.index = index
         self.filer = filer
@@ -102,7 +109,7 @@ class Processor:
         sha = claimed.postback.meta["body_sha256"]
         claimed.keys = [record.dedup_key(r, sha, n) for n, r in enumerate(claimed.parsed.records, 1)]
         received_at = claimed.postback.meta["received_at"]
-        owners = [self.index.claim(key, claimed.id, received_at) for key in claimed.keys]
+        owners = [self.index.claim(key, claimed.id) for key in claimed.keys]
         if all(owner != claimed.id for owner in owners):
             return self._file_duplicate(claimed, owners[0])
         messages = record.messages(claimed.id, received_at, claimed.parsed, claimed.keys, owners)
@@ -116,8 +123,8 @@ class Processor:
         if folder is None:
             return False
         self.filer.refile(folder, State(folder.parent.parent.name))
+        _remove_tree(claimed.build)  # before the work file: a crash in between must leave that, not this
         claimed.work_file.unlink()
-        _remove_tree(claimed.build)
         return True
 
     def _read(self, claimed: Claimed) -> Postback:
@@ -141,7 +148,7 @@ class Processor:
         urls = [part["url"] for message in wanted for part in message["media"]]
         if not urls:
             return
-        results = media.fetch_all(urls, claimed.build, self.settings.media)
+        results = self.fetcher.fetch_all(urls, claimed.build)
         errors = [result for result in results if isinstance(result, media.MediaError)]
         if errors:
             self._media_failed(claimed, errors)
@@ -165,7 +172,8 @@ class Processor:
         claimed.retry = step.state
         if step.give_up:
             raise Failed("media", f"gave up after {step.attempts} attempts: {parts[0]['error']}", parts)
-        self.index.set_state(claimed.keys, claimed.id, State.DEFERRED)
+        assert claimed.postback is not None
+        self.index.defer(claimed.keys, claimed.id, claimed.postback.meta["received_at"])
         write_json(claimed.build / record.RETRY, claimed.retry)
         self.spool.defer(claimed.build, claimed.work_file)
         raise Deferred

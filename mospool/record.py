@@ -33,7 +33,7 @@ SUMMARY_KEYS = ("kind", "origin", "code", "from", "to", "tracking_id", "timestam
 
 
 # States whose postbacks are finished record folders under <state>/YYYY-MM-DD/<id>/.
-FILED_STATES = (State.PROCESSED, State.FAILED, State.DUPLICATES)
+FILED_STATES = (State.PROCESSED, State.FAILED, State.DUPLICATES, State.DISMISSED)
 
 
 def is_message_file(name: str) -> bool:

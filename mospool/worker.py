@@ -22,7 +22,7 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from mospool import retry
+from mospool import media, retry
 from mospool.config import Settings
 from mospool.filer import Filer, Output
 from mospool.index import Index
@@ -60,9 +60,10 @@ class Worker:
         self.spool.create()
         self.index = Index(self.spool.root)
         self.metrics = Metrics(settings.monitor.metrics_textfile)
+        self.media = media.Fetcher(settings.media)  # shared by every postback thread: one download pool
         chosen = outputs_for(settings, self.spool, self.index) if outputs is None else outputs
-        self.filer = Filer(self.spool, self.index, chosen)
-        self.processor = Processor(settings, self.spool, self.index, self.filer, self.metrics)
+        self.filer = Filer(self.spool, self.index, self.metrics, chosen)
+        self.processor = Processor(settings, self.spool, self.index, self.filer, self.metrics, self.media)
         self._in_flight: set[str] = set()
         # Released after a storage error: skipped until the next drain() or periodic rescan, not retried hot.
         self._released: set[str] = set()
@@ -70,6 +71,7 @@ class Worker:
         self._stop = threading.Event()
 
     def close(self) -> None:
+        self.media.close()
         self.filer.close()
         self.index.close()
 
@@ -184,6 +186,7 @@ class Worker:
             return self._serve(hints, observer)
         finally:
             observer.stop()
+            self.media.close()  # parts still queued come back as transient: their postbacks are retried
             self.filer.close()
 
     def _serve(self, hints: queue.SimpleQueue[Path], observer: Any) -> int:

@@ -52,12 +52,19 @@ def wait_for_http(host: str, port: int, path: str = "/healthz", timeout: float =
 
 
 class Gunicorn:
-    """`gunicorn app:app` from the repo, gthread workers, on 127.0.0.1:<free port>."""
+    """`gunicorn app:app` from the repo (or a copy of its source), gthread workers, on 127.0.0.1:<free port>."""
 
     def __init__(
-        self, config: Path, workers: int = 2, threads: int = 4, extra: tuple[str, ...] = (), port: int = 0
+        self,
+        config: Path,
+        workers: int = 2,
+        threads: int = 4,
+        extra: tuple[str, ...] = (),
+        port: int = 0,
+        source: Path = REPO,
     ) -> None:
         self.config = config
+        self.source = source
         self.port = port or free_port()
         self.args = [
             sys.executable,
@@ -81,7 +88,7 @@ class Gunicorn:
 
     def start(self) -> Gunicorn:
         env = {**os.environ, "MOSPOOL_CONFIG": str(self.config)}
-        self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(self.args, cwd=self.source, env=env, start_new_session=True)
         wait_for_http("127.0.0.1", self.port)
         return self
 

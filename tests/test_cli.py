@@ -37,6 +37,11 @@ POSTBACKS = [
         "application/x-www-form-urlencoded",
     ),
     (b"<postback><origin>MMS_MO</origin><broken", "text/xml"),
+    (
+        b'{"origin":"SMS_MO","code":"N401","from":"15550003","to":"28444","tracking-id":"cli-4",'
+        b'"message-text":"line one\\nline two \\u001b[31mred"}',
+        "application/json",
+    ),
 ]
 DUPLICATE = POSTBACKS[0]
 
@@ -71,7 +76,8 @@ def cli(config: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[i
 def test_status_counts_and_attention(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, status = cli(built, "status", capsys=capsys)
     assert status["counts"] == {
-        "incoming": 0, "work": 0, "deferred": 0, "processed": 3, "failed": 1, "duplicates": 1,
+        "incoming": 0, "work": 0, "deferred": 0, "processed": 4, "failed": 1, "duplicates": 1,
+        "dismissed": 0,
     }  # fmt: skip
     assert code == 1  # a non-empty failed/ needs attention
     assert status["attention"] == ["1 postbacks in failed/"]
@@ -125,9 +131,10 @@ def test_a_worker_killed_mid_download_leaves_one_postback_in_work(
         (["--to", "99999"], {"cli-3"}),
         (["--keyword", "stop"], {"cli-2"}),
         (["--tracking-id", "cli-2"], {"cli-2"}),
-        (["--kind", "sms_mo"], {"cli-1", "cli-2", "cli-3"}),
+        (["--kind", "sms_mo"], {"cli-1", "cli-2", "cli-3", "cli-4"}),
         (["--kind", "mms_mo"], set()),
-        (["--since", dt.date.today().isoformat()], {"cli-1", "cli-2", "cli-3"}),
+        (["--since", dt.date.today().isoformat()], {"cli-1", "cli-2", "cli-3", "cli-4", None}),
+        (["--state", "failed"], {None}),  # the broken XML: filed, but no notice could be read
         (["--until", "2000-01-01"], set()),
     ],
 )
@@ -137,6 +144,24 @@ def test_find_filters(
     code, rows = cli(built, "find", *args, capsys=capsys)
     assert code == 0
     assert {row["tracking_id"] for row in rows} == expected
+
+
+def test_find_reaches_duplicates_and_failures_with_their_state(
+    built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, rows = cli(built, "find", "--tracking-id", "cli-1", capsys=capsys)
+    assert sorted(row["state"] for row in rows) == ["duplicates", "processed"]
+    original = next(row for row in rows if row["state"] == "processed")
+    duplicate = next(row for row in rows if row["state"] == "duplicates")
+    assert duplicate["duplicate_of"] == original["spool_id"] and duplicate["from"] == "15550001"
+    assert duplicate["folder"].startswith("duplicates/")
+    _, (failed,) = cli(built, "find", "--state", "failed", capsys=capsys)
+    assert failed["reason"].startswith("parse: ") and failed["folder"].startswith("failed/")
+
+
+def test_list_says_who_sent_a_duplicate(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, (duplicate,) = cli(built, "list", "duplicates", capsys=capsys)
+    assert (duplicate["from"], duplicate["to"], duplicate["tracking_id"]) == ("15550001", "28444", "cli-1")
 
 
 def test_list_and_show(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -162,7 +187,7 @@ def test_metrics_textfile_parses(built: Path) -> None:
         for sample in families["mospool_postbacks"].samples
         if sample.name == "mospool_postbacks_total"
     }
-    assert handled[("sms_mo", "processed")] == 3
+    assert handled[("sms_mo", "processed")] == 4
     assert handled[("sms_mo", "duplicate")] == 1
     assert handled[("unknown", "failed")] == 1
     assert "mospool_processing_seconds" in families
@@ -175,7 +200,7 @@ def test_reindex_reproduces_the_index(
     _, before = cli(built, "find", capsys=capsys)
     os.unlink(built.parent / "spool" / "index.sqlite3")
     code, result = cli(built, "reindex", capsys=capsys)
-    assert (code, result) == (0, {"records": 3})
+    assert (code, result) == (0, {"spool": str(built.parent / "spool"), "records": 4})
     _, after = cli(built, "find", capsys=capsys)
     assert after == before
 
@@ -192,7 +217,9 @@ def test_retry_puts_a_failed_postback_back_through(
     code, requeued = cli(config, "retry", failed[0]["id"], capsys=capsys)
     assert code == 0 and requeued[0]["id"] == failed[0]["id"]
     assert [p.name for p in spool.incoming.iterdir()] == [failed[0]["id"] + ".postback"]
+    assert cli(config, "find", "--state", "failed", capsys=capsys)[1] == []  # not filed while it waits
     run_worker(config)
+    assert len(cli(config, "find", "--state", "failed", capsys=capsys)[1]) == 1
     _, shown = cli(config, "show", failed[0]["id"], capsys=capsys)
     assert shown["state"] == "failed"
     assert shown["error"]["attempts"] == 1
@@ -210,13 +237,16 @@ def test_purge_dry_run_then_purge_removes_exactly_the_old_folders(
     (copy / "processed").joinpath(dt.date.today().isoformat()).rename(old_day)
     cli(config, "reindex", capsys=capsys)
     code, dry = cli(config, "purge", "--older-than", "30", "--dry-run", capsys=capsys)
-    assert code == 0 and len(dry["removed"]["processed"]) == 3
+    assert code == 0 and len(dry["removed"]["processed"]) == 4
     assert old_day.is_dir()
     _, purged = cli(config, "purge", "--older-than", "30", capsys=capsys)
     assert purged["removed"] == dry["removed"]
     assert not old_day.exists()
     _, left = cli(config, "find", capsys=capsys)
-    assert left == []
+    assert sorted(row["state"] for row in left) == [
+        "duplicates",
+        "failed",
+    ]  # no processed row outlives its folder
     _, status = cli(config, "status", capsys=capsys)
     assert status["counts"]["duplicates"] == 1 and status["counts"]["failed"] == 1
 
@@ -234,3 +264,196 @@ def test_purge_older_than_zero_means_before_today_not_the_default(
     _, zero = cli(config, "purge", "--state", "duplicates", "--older-than", "0", "--dry-run", capsys=capsys)
     assert len(zero["removed"]["duplicates"]) == 1
     assert zero["removed"]["duplicates"][0].startswith(f"duplicates/{ten_days_ago}/")
+
+
+# --- the spool the CLI reads (issue 15, item 1)
+
+
+@pytest.mark.parametrize("made", [False, True], ids=["missing", "empty-folder"])
+def test_the_cli_never_creates_a_spool(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], made: bool
+) -> None:
+    spool = tmp_path / "typo-spool"
+    if made:
+        spool.mkdir()
+    config = write_config(tmp_path / "config.ini", spool)
+    for command in (["status"], ["list", "failed"], ["find"], ["purge", "--dry-run"]):
+        assert main(["--config", str(config), *command]) == 2
+        error = capsys.readouterr().err
+        assert str(spool) in error and "[spool] dir" in error and str(config) in error, error
+    assert sorted(tmp_path.rglob("*")) == sorted([config, *([spool] if made else [])])
+
+
+def test_every_command_says_which_spool_it_read(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spool = str(built.parent / "spool")
+    _, status = cli(built, "status", capsys=capsys)
+    assert status["spool"] == spool
+    for command in (["status"], ["list", "processed"], ["find"], ["reindex"]):
+        main(["--config", str(built), *command])
+        assert capsys.readouterr().out.splitlines()[0] == f"spool: {spool}"
+
+
+# --- output for people (item 4)
+
+
+def test_find_escapes_a_newline_and_terminal_codes_in_text(
+    built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(built), "find", "--tracking-id", "cli-4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2, lines  # the spool line, then one line for the one record
+    assert 'text="line one\\nline two \\u001b[31mred"' in lines[1]
+    assert "\x1b" not in lines[1]
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["reindex"], "indexed 4 records"),
+        (["purge", "--older-than", "1000", "--dry-run"], "processed: would remove 0 record folders"),
+        (["show", "PROCESSED"], "state: processed"),
+    ],
+)
+def test_show_purge_and_reindex_print_text_without_json(
+    built: Path, capsys: pytest.CaptureFixture[str], command: list[str], expected: str
+) -> None:
+    if command[-1] == "PROCESSED":
+        command = ["show", cli(built, "list", "processed", capsys=capsys)[1][0]["id"]]
+    assert main(["--config", str(built), *command]) == 0
+    out = capsys.readouterr().out
+    assert expected in out
+    with pytest.raises(ValueError):
+        json.loads(out.split("\n", 1)[1])
+    assert not out.split("\n", 1)[1].lstrip().startswith("{")
+
+
+def test_show_lists_nested_fields_as_indented_lines(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (row,) = cli(built, "find", "--tracking-id", "cli-1", "--state", "processed", capsys=capsys)[1]
+    main(["--config", str(built), "show", row["spool_id"]])
+    out = capsys.readouterr().out
+    assert "\nmessage:\n  schema: 1\n" in out
+    assert "\n  tracking_id: cli-1\n" in out and "\n    tracking-id: cli-1\n" in out  # message.fields
+
+
+def test_status_ellipsizes_a_long_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "config.ini", tmp_path / "spool")
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    body = {
+        "origin": "MMS_MO",
+        "tracking-id": "long-1",
+        "content": [{"file": "http://127.0.0.1/a.jpg"}, {"file": "http://127.0.0.2/b.jpg"}],
+    }
+    meta = {"received_at": dt.datetime.now(dt.UTC).isoformat(), "content_type": "application/json"}
+    spool.publish(meta, json.dumps(body).encode())
+    run_worker(config)
+    (folder,) = spool.failed.glob("*/*/")  # the record folder, not the day's pages
+    error = json.loads((folder / "error.json").read_text())
+    full = f"{error['stage']}: {error['error']}"
+    assert len(full) > 80
+    _, status = cli(config, "status", capsys=capsys)
+    (reason,) = status["failures"]
+    assert len(reason) == 80 and reason.endswith("…") and full.startswith(reason[:-1])
+    main(["--config", str(config), "status"])
+    assert f"  {1:>5}  {reason}\n" in capsys.readouterr().out
+
+
+def test_find_says_from_and_to_like_list(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, found = cli(built, "find", "--tracking-id", "cli-1", capsys=capsys)
+    _, listed = cli(built, "list", "processed", capsys=capsys)
+    assert found[0]["from"] == "15550001" and found[0]["to"] == "28444"
+    assert "sender" not in found[0] and "recipient" not in found[0]
+    assert {"from", "to"} <= set(listed[0])
+
+
+@pytest.mark.parametrize("number", ["+15550001", "+1 555 000-1", "1 (555) 0001", "15550001"])
+def test_find_normalizes_the_number_asked_for(
+    built: Path, capsys: pytest.CaptureFixture[str], number: str
+) -> None:
+    _, rows = cli(built, "find", "--from", number, capsys=capsys)
+    assert {row["tracking_id"] for row in rows} == {"cli-1", "cli-3"}
+    _, rows = cli(built, "find", "--to", "+" + "28444", capsys=capsys)
+    assert {row["tracking_id"] for row in rows} == {"cli-1", "cli-2", "cli-4"}
+
+
+def test_show_takes_a_unique_prefix_and_names_candidates_when_ambiguous(
+    built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, processed = cli(built, "list", "processed", capsys=capsys)
+    wanted = processed[0]["id"]
+    _, shown = cli(built, "show", wanted[:-3], capsys=capsys)
+    assert (shown["id"], shown["state"]) == (wanted, "processed")
+    assert main(["--config", str(built), "show", wanted[:8]]) == 2  # the date: every postback of the day
+    error = capsys.readouterr().err
+    assert "is the start of 6 ids" in error and wanted in error
+    assert main(["--config", str(built), "show", "29990101T"]) == 2
+    assert "no postback with id 29990101T" in capsys.readouterr().err
+
+
+def test_list_deferred_shows_the_next_try_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with Origin() as origin:
+        url = origin.serve("/busy.jpg", Reply(status=503))
+        config = write_config(
+            tmp_path / "config.ini", tmp_path / "spool", {"media": {"allow_private_networks": "yes"}}
+        )
+        spool = Spool(tmp_path / "spool")
+        spool.create()
+        body = {"origin": "MMS_MO", "tracking-id": "busy-1", "content": [{"file": url}]}
+        meta = {"received_at": dt.datetime.now(dt.UTC).isoformat(), "content_type": "application/json"}
+        postback_id = spool.publish(meta, json.dumps(body).encode())
+        run_worker(config)
+    _, rows = cli(config, "list", "deferred", capsys=capsys)
+    (row,) = rows
+    assert row["id"] == postback_id and row["attempts"] == 1
+    assert dt.datetime.fromisoformat(row["next_try_at"]) > dt.datetime.now(dt.UTC)
+    assert "503" in row["reason"]
+    main(["--config", str(config), "list", "deferred"])
+    out = capsys.readouterr().out
+    assert f"next_try_at={row['next_try_at']}" in out and "reason=" in out
+
+
+# --- dismiss (item 5)
+
+
+def test_dismiss_moves_a_failed_record_whole_out_of_the_alert(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "spool"
+    shutil.copytree(built.parent / "spool", copy)
+    config = write_config(tmp_path / "config.ini", copy)
+    (failed,) = copy.glob("failed/*/*/")  # the record folder, not the day's pages
+    files = sorted(str(p.relative_to(failed)) for p in failed.rglob("*"))
+    code, dismissed = cli(config, "dismiss", failed.name[:-2], capsys=capsys)
+    target = copy / "dismissed" / failed.parent.name / failed.name
+    assert code == 0 and dismissed == [{"id": failed.name, "dismissed": str(target)}]
+    assert not failed.exists()
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == files
+    code, status = cli(config, "status", capsys=capsys)
+    assert code == 0 and status["attention"] == [] and status["failures"] == {}
+    assert status["counts"]["failed"] == 0 and status["counts"]["dismissed"] == 1
+    _, shown = cli(config, "show", failed.name, capsys=capsys)
+    assert shown["state"] == "dismissed" and shown["error"]["stage"] == "parse"
+    _, listed = cli(config, "list", "dismissed", capsys=capsys)
+    assert [row["id"] for row in listed] == [failed.name]
+    _, found = cli(config, "find", "--state", "dismissed", capsys=capsys)
+    assert [(row["spool_id"], row["folder"]) for row in found] == [
+        (failed.name, str(target.relative_to(copy)))
+    ]
+    assert main(["--config", str(config), "dismiss", failed.name]) == 2  # no longer in failed/
+    assert "only failed postbacks can be dismissed" in capsys.readouterr().err
+    assert main(["--config", str(config), "retry", failed.name]) == 2
+
+
+def test_purge_removes_dismissed_records_after_failed_days(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "spool"
+    shutil.copytree(built.parent / "spool", copy)
+    config = write_config(tmp_path / "config.ini", copy, {"retention": {"failed_days": 5}})
+    (failed,) = copy.glob("failed/*/*/")  # the record folder, not the day's pages
+    cli(config, "dismiss", failed.name, capsys=capsys)
+    six_days_ago = (dt.date.today() - dt.timedelta(days=6)).isoformat()
+    (copy / "dismissed" / failed.parent.name).rename(copy / "dismissed" / six_days_ago)
+    _, purged = cli(config, "purge", capsys=capsys)
+    assert purged["removed"]["dismissed"] == [f"dismissed/{six_days_ago}/{failed.name}"]
+    assert not (copy / "dismissed" / six_days_ago).exists()

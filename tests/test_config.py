@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
+import os
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from mospool.config import DEFAULT_CONFIG, ConfigError, config_path, load_settings, section_keys
-from tests.servers import REPO
+from mospool import cli, config
+from mospool.config import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    ReceiverSettings,
+    Settings,
+    config_path,
+    installed_default,
+    load_settings,
+    section_keys,
+)
+from tests.servers import REPO, free_port
 
 
 def test_shipped_config_loads_with_spool_under_the_repo() -> None:
@@ -26,6 +41,18 @@ def test_every_key_is_documented_in_config_ini_and_readme() -> None:
     for section, key in section_keys():
         assert f"\n{key} =" in shipped, f"[{section}] {key} missing from config.ini"
         assert f"`{key}`" in readme, f"[{section}] {key} missing from README"
+
+
+def test_the_vm_config_is_the_defaults_but_for_the_spool_and_the_proxy() -> None:
+    """deploy/config.ini is what install.sh installs: every key, and no value a local checkout might loosen."""
+    shipped = load_settings(REPO / "deploy" / "config.ini")
+    expected = Settings.for_spool(
+        Path("/var/lib/mo-spool/spool"), receiver=ReceiverSettings(trusted_proxy_count=1)
+    )
+    assert shipped == expected
+    text = (REPO / "deploy" / "config.ini").read_text()
+    for section, key in section_keys():
+        assert f"\n{key} =" in text, f"[{section}] {key} missing from deploy/config.ini"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -76,3 +103,82 @@ def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config_path(None) == Path("/etc/from-env.ini")
     monkeypatch.delenv("MOSPOOL_CONFIG")
     assert config_path(None) == DEFAULT_CONFIG
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[receiver]\nallowed_networks = 10.0.0.0/8 203.0.113.5/24",
+            r"\[receiver\] allowed_networks = .*203\.0\.113\.5/24 has host bits set: write 203\.0\.113\.0/24",
+        ),
+        (
+            "[receiver]\nmax_body_bytes = 1MB",
+            r"\[receiver\] max_body_bytes = '1MB': must be a whole number .*no KB, MB",
+        ),
+        (
+            "[media]\ntimeout_seconds = 10s",
+            r"\[media\] timeout_seconds = '10s': must be a number .*without a unit",
+        ),
+    ],
+)
+def test_values_a_person_might_write_get_a_message_naming_the_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_settings(write(tmp_path, text))
+    assert "invalid literal" not in str(raised.value) and "could not convert" not in str(raised.value)
+
+
+def test_the_installed_command_defaults_to_etc_mo_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--config, then $MOSPOOL_CONFIG, then /etc/mo-spool/config.ini when it exists, then the checkout's."""
+    monkeypatch.delenv("MOSPOOL_CONFIG", raising=False)
+    etc = tmp_path / "etc-mo-spool.ini"
+    monkeypatch.setattr(config, "INSTALLED_CONFIG", etc)
+    assert installed_default() == DEFAULT_CONFIG  # not installed here
+    etc.write_text("[spool]\ndir = /nowhere\n")
+    assert installed_default() == etc
+    assert config_path(None, installed_default()) == etc
+    monkeypatch.setenv("MOSPOOL_CONFIG", "/from/env.ini")
+    assert config_path(None, installed_default()) == Path("/from/env.ini")
+    assert config_path("/from/cli.ini", installed_default()) == Path("/from/cli.ini")
+    assert config_path(None) == Path("/from/env.ini")  # python -m mospool: never /etc unless asked
+
+
+def test_pyproject_installs_the_mospool_command() -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, function = scripts["mospool"].split(":")
+    assert getattr(importlib.import_module(module), function) is cli.installed
+
+
+BAD_VALUE = "[spool]\ndir = {spool}\n[receiver]\nmax_body_bytes = 1MB\n"
+SPOOL_IS_A_FILE = "[spool]\ndir = {file}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [(BAD_VALUE, "max_body_bytes"), (SPOOL_IS_A_FILE, "[spool] dir")]
+)
+def test_a_bad_config_exits_2_from_every_entry_point(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n")
+    path = tmp_path / "config.ini"
+    path.write_text(text.format(spool=tmp_path / "spool", file=tmp_path / "a-file"))
+    env = {**os.environ, "MOSPOOL_CONFIG": str(path), "MOSPOOL_BIND": f"127.0.0.1:{free_port()}"}
+    entry_points = {
+        "python app.py": [sys.executable, "app.py", "--bind", f"127.0.0.1:{free_port()}"],
+        "gunicorn as deployed": [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "deploy/gunicorn.conf.py",
+            "app:app",
+        ],
+        "spool_worker.py": [sys.executable, "spool_worker.py"],
+        "python -m mospool": [sys.executable, "-m", "mospool", "status"],
+    }
+    for name, command in entry_points.items():
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, (name, result.stderr[-2000:])
+        assert expected in result.stderr and str(path) in result.stderr, (name, result.stderr[-2000:])

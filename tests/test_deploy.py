@@ -176,6 +176,9 @@ def check_browsing(stack: Stack, record: Path) -> None:
     conn.request("GET", f"/{relative}/media/01-123wqe.jpg")
     photo = conn.getresponse()
     assert (photo.getheader("Content-Type"), photo.read()) == ("image/jpeg", JPEG)
+    conn.request("GET", "/dismissed/")  # what `mospool dismiss` moved out of failed/
+    dismissed = conn.getresponse()
+    assert dismissed.status == 200 and "Index of /dismissed/" in dismissed.read().decode()
     for forbidden in ("/incoming/", "/index.sqlite3", "/tmp/"):
         conn.request("GET", forbidden)
         response = conn.getresponse()

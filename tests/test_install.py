@@ -20,8 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from mospool.config import load_settings
 from tests.nginx_stack import loopback_listens, render, wait_for_unix_socket
 from tests.servers import REPO, free_port
+
+# debootstrap, apt-get and pip over the network take minutes on a busy machine: far over the suite's 120 s.
+pytestmark = pytest.mark.timeout(1500)
 
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = "python3,python3-venv,ca-certificates,systemd,openssl"
@@ -58,6 +62,12 @@ def debian() -> Iterator[Path]:
         target = root / "root/mo-spool" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
+    # A checkout set up to try MMS locally (README "Try it"): none of it may reach the VM's config.
+    local = root / "root/mo-spool/config.ini"
+    local.write_text(local.read_text().replace("allow_private_networks = no", "allow_private_networks = yes"))
+    # A fresh VM may have no package lists at all: install.sh must fetch them itself.
+    for lists in (root / "var/lib/apt/lists").glob("*_Packages*"):
+        lists.unlink()
     subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
     try:
         yield root
@@ -68,7 +78,7 @@ def debian() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def installed(debian: Path) -> tuple[Path, str]:
-    result = in_chroot(debian, "apt-get update -qq && cd /root/mo-spool && bash deploy/install.sh")
+    result = in_chroot(debian, "cd /root/mo-spool && bash deploy/install.sh")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return debian, result.stdout
 
@@ -80,8 +90,13 @@ def test_install_creates_user_venv_config_certificate_and_units(installed: tuple
         line.startswith("mospool:") and "www-data" in line
         for line in (root / "etc/group").read_text().splitlines()
     )
-    config = (root / "etc/mo-spool/config.ini").read_text()
-    assert "dir = /var/lib/mo-spool/spool" in config and "trusted_proxy_count = 1" in config
+    assert out.index("+ apt-get update") < out.index("+ apt-get install")
+    assert "allow_private_networks = yes" in (root / "root/mo-spool/config.ini").read_text()
+    settings = load_settings(root / "etc/mo-spool/config.ini")
+    assert settings.spool.dir == Path("/var/lib/mo-spool/spool")
+    assert settings.receiver.trusted_proxy_count == 1
+    assert settings.media.allow_private_networks is False  # the checkout's local setting is not carried over
+    assert not (root / "opt/mo-spool/app/config.ini").exists()
     assert (root / "opt/mo-spool/venv/bin/gunicorn").is_file()
     assert (root / "etc/mo-spool/tls/privkey.pem").stat().st_mode & 0o777 == 0o600
     for unit in ("multi-user.target.wants/mo-spool-receiver.service", "multi-user.target.wants/mo-spool-worker.service",
@@ -92,16 +107,41 @@ def test_install_creates_user_venv_config_certificate_and_units(installed: tuple
     assert "https://<your host>/postback/<token>" in out
 
 
-def test_a_second_run_keeps_the_operators_config_and_certificate(installed: tuple[Path, str]) -> None:
+def test_the_mospool_command_reads_etc_and_never_creates_the_spool(installed: tuple[Path, str]) -> None:
+    """On PATH for root and the service user, no --config: /etc/mo-spool/config.ini. Nothing has started yet,
+    so the spool folder is still empty: status says so, names it and [spool] dir, and leaves it empty."""
+    root, _ = installed
+    for user in ("root", "mospool"):
+        result = in_chroot(root, f"cd / && runuser -u {user} -- mospool status")
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "/var/lib/mo-spool/spool is not a spool" in result.stderr, result.stderr
+        assert "[spool] dir in /etc/mo-spool/config.ini" in result.stderr, result.stderr
+    assert list((root / "var/lib/mo-spool/spool").iterdir()) == []
+
+
+def test_a_second_run_keeps_what_the_operator_edited_and_upgrades_the_rest(
+    installed: tuple[Path, str],
+) -> None:
     root, _ = installed
     config = root / "etc/mo-spool/config.ini"
     config.write_text(config.read_text().replace("token =\n", "token = operators-own\n"))
     certificate = (root / "etc/mo-spool/tls/fullchain.pem").read_bytes()
+    site = root / "etc/nginx/sites-available/mo-spool"
+    site.write_text(
+        site.read_text().replace("server_name mo-spool.example.com;", "server_name mo.example.org;")
+    )
+    edited_site = site.read_text()
+    newer_browse = root / "root/mo-spool/deploy/nginx/mo-spool-browse.conf"  # as after a `git pull`
+    newer_browse.write_text(newer_browse.read_text() + "# a newer version\n")
     result = in_chroot(root, "cd /root/mo-spool && bash deploy/install.sh")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "token = operators-own" in config.read_text()
     assert (root / "etc/mo-spool/tls/fullchain.pem").read_bytes() == certificate
     assert "exists and is kept" in result.stdout
+    assert site.read_text() == edited_site and "server_name mo.example.org;" in edited_site
+    assert "/etc/nginx/sites-available/mo-spool was edited and is kept" in result.stdout
+    browse = root / "etc/nginx/sites-available/mo-spool-browse"
+    assert browse.read_text() == newer_browse.read_text()  # not edited here: upgraded
 
 
 def test_the_installed_stack_takes_a_postback(installed: tuple[Path, str]) -> None:
@@ -153,6 +193,9 @@ def test_the_installed_stack_takes_a_postback(installed: tuple[Path, str]) -> No
         assert message.stat().st_mode & 0o777 == 0o640
         listing = urllib.request.urlopen(f"http://127.0.0.1:{browse}/processed/", timeout=5).read().decode()
         assert message.parent.parent.name in listing
+        status = in_chroot(root, "cd / && runuser -u mospool -- mospool --json status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert '"spool": "/var/lib/mo-spool/spool"' in status.stdout and '"processed": 1' in status.stdout
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from mospool.pages.views import (
     ROWS_PER_PAGE,
     full_page_name,
 )
-from mospool.record import Folder
+from mospool.record import Folder, read_folder
 from mospool.spool import Spool, State, new_id
 from mospool.worker import Worker
 from tests.origin import Origin
@@ -369,3 +370,16 @@ def test_a_media_entry_that_is_not_a_plain_file_of_media_gets_no_link(tmp_path: 
     }
     assert links == {"../../../index.html", "../index.html"}
     assert text_of(document).count("not downloaded") == len(names)
+
+
+def test_a_dismissed_record_says_so_instead_of_offering_a_retry(
+    filed: tuple[Spool, Filed], tmp_path: Path
+) -> None:
+    spool, ids = filed
+    failed = spool.record_dir("failed", ids.missing_media)
+    dismissed = tmp_path / "dismissed" / failed.parent.name / failed.name
+    shutil.copytree(failed, dismissed)
+    (dismissed / "index.html").write_bytes(record_page(read_folder(dismissed, State.DISMISSED)))
+    shown = text_of(parse_strictly(dismissed / "index.html"))
+    assert "HTTP 404" in shown and "An operator has dismissed it" in shown
+    assert "mospool retry" not in shown

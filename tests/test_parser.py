@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mospool.parse import ParseError, Record, body_extension, normalize_timestamp, parse_postback
+from mospool.parse import ParseError, Record, _fold, body_extension, normalize_timestamp, parse_postback
+from mospool.record import dedup_key
 
 SAMPLES = Path(__file__).parent / "postbacks"
 FORM = "application/x-www-form-urlencoded"
@@ -83,6 +85,86 @@ GOOD: dict[str, tuple[str | None, str, dict[str, Any]]] = {
         "media_urls": ("https://example.sinch.com/a.jpg", "https://example.sinch.com/b.txt"),
     }),
     "form_sms_mo.txt": (None, "form", {"kind": "sms_mo", "tracking_id": "form-2", "text": "hi there!"}),
+    # Published Skycore/Sinch layouts (SMS MO, MT delivery, saveMMS, subscription and pass notices).
+    "xml_sms_mo_n211.xml": ("text/xml", "xml", {
+        "kind": "sms_mo", "code": "N211", "sender": "15552312102", "to": "86717", "text": "STOP",
+        "tracking_id": "511XG-02294-192SA-482H8", "timestamp": "2011-09-28T17:31:02-04:00",
+    }),
+    "xml_mms_mo_subject.xml": ("text/xml", "xml", {
+        "kind": "mms_mo", "subject": "Hello there", "tracking_id": "MMS_MO_iLnCRrL6", "media_urls": (URL, URL, URL),
+    }),
+    "xml_sms_mt_n201.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "N201", "status": "Message Sent", "from_mask": "MyBrand", "sender": "60856",
+        "to": "16503333058", "tracking_id": "U01TXzgwNjc4", "operator_id": "0001470",
+    }),
+    "xml_sms_mt_n202.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "N202", "status": "Message Sent/Delivered", "from_mask": None,
+        "timestamp": "2013-11-05T05:41:15-05:00",
+    }),
+    "xml_mms_mt_n101_binary.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "N101", "sent_as": "MMS", "mms_id": "39597", "status": "Message Sent",
+        "status_details": None, "tracking_id": "TU1TXzU5Nzg3OQ==",
+    }),
+    "xml_mms_mt_n101_xhtml.xml": ("text/xml", "xml", {
+        "kind": "status", "sent_as": "SMS", "mms_id": "39755", "status": "Message Sent",
+        "status_details": "Handset setting: mms with pass via xHTML",
+    }),
+    "xml_mms_mt_n102_binary.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "N102", "status": "Message Sent/Delivered", "operator_id": "0001570",
+    }),
+    "xml_mms_mt_e101.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "E101", "status": "Message Failed",
+        "status_details": "Error fetching dynamic content", "timestamp": None,
+    }),
+    "xml_savemms_e002.xml": ("text/xml", "xml", {"kind": "status", "code": "E002", "mms_id": "35674", "status": "E002"}),
+    "xml_lower_n101_html.xml": ("text/xml", "xml", {
+        "kind": "status", "sent_as": "SMS", "mms_id": "39755", "status": "Message Sent", "operator_id": "31004",
+        "status_details": "Handset setting: mms with pass via HTML",
+    }),
+    "xml_lower_e102.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "E102", "status": "Message Sent/Rejected",
+        "status_details": "Recipient blocked by mobile operator",
+    }),
+    "xml_lower_n501.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "N501", "status": "Message Sent", "status_details": None, "sent_as": "MMS",
+    }),
+    "xml_lower_e002.xml": ("text/xml", "xml", {"kind": "status", "code": "E002", "mms_id": "35674"}),
+    "xml_sub_n301.xml": ("text/xml", "xml", {
+        "kind": "other", "origin": "SUB", "code": "N301", "sender": "16501112222", "to": "123456",
+        "tracking_id": None, "timestamp": "2014-07-02T14:32:23-04:00",
+    }),
+    "xml_sub_n302_xsi.xml": ("text/xml", "xml", {
+        "kind": "other", "code": "N302", "sender": "16502424956", "to": None, "tracking_id": None,
+    }),
+    "xml_email_sub_n303.xml": ("text/xml", "xml", {"kind": "other", "code": "N303", "sender": "info@skycore.com"}),
+    "xml_email_sub_n304.xml": ("text/xml", "xml", {"kind": "other", "code": "N304", "sender": "info@skycore.com"}),
+    "xml_pass_n801.xml": ("text/xml", "xml", {
+        "kind": "other", "origin": "GENERATE_PASS", "code": "N801", "timestamp": "2013-11-26T11:37:11-05:00",
+    }),
+    "json_mms_mt_n102_names.json": ("application/json", "json", {
+        "kind": "status", "status": "Message Sent/Delivered", "status_details": "Delivered to handset",
+        "mms_id": "39597", "sent_as": "MMS", "operator_name": "Verizon Wireless", "from_mask": "MyBrand",
+        "client_reference": "order-8812",
+    }),
+    # The older layout: <NOTIFICATION ID CREATED> as the root, the fields inside <BODY>, no ORIGIN or CODE.
+    "xml_notification_body.xml": ("text/xml", "xml", {
+        "kind": "other", "origin": None, "code": None, "to": "16175550142", "tracking_id": "TU1TXzQ0NzEwOTM=",
+        "timestamp": "2011-08-02T07:20:44-04:00", "mms_id": "28331", "operator_id": "0001470", "status": "Retrieved",
+    }),
+    "xml_notification_body_batch.xml": ("text/xml", "xml", {
+        "kind": "status", "code": "N102", "to": "16175550143", "tracking_id": "TU1TXzQ0NzEwOTQ=",
+        "status": "Delivered", "operator_id": "0001140",
+    }),
+    # XML sent inside a form field.
+    "form_xml_field.txt": (FORM, "form-xml", {
+        "kind": "sms_mo", "code": "N211", "tracking_id": "511XG-02294-192SA-482H8", "text": "STOP",
+    }),
+    "form_xml_lower.txt": (FORM, "form-xml", {
+        "kind": "mms_mo", "tracking_id": "MMS_MO_iLnCRrL6", "operator_id": "31002", "media_urls": (URL, URL, URL),
+    }),
+    "form_xmldata.txt": (None, "form-xml", {
+        "kind": "other", "to": "16175550142", "tracking_id": "TU1TXzQ0NzEwOTM=", "status": "Retrieved",
+    }),
 }  # fmt: skip
 
 BAD = {
@@ -99,6 +181,8 @@ BAD = {
     "json_invalid_utf8.json": "unreadable body",
     "json_no_postback_keys.json": "no postback fields",
     "plain_text.txt": "not JSON, XML or form-encoded",
+    "form_xml_xxe.txt": "DTD",
+    "form_xml_truncated.txt": "malformed XML",
 }
 CONTENT_TYPES = {
     ".json": "application/json", ".xml": "text/xml", ".html": "text/html", ".txt": "text/plain",
@@ -142,7 +226,8 @@ def test_message_shape_is_the_public_contract() -> None:
     message = parse_postback(sample("json_n401_seed.json"), "application/json").records[0].to_message()
     assert list(message) == [
         "kind", "origin", "code", "from", "to", "copy_to", "keyword", "tracking_id", "operator_id",
-        "timestamp", "subject", "text", "status", "media", "fields",
+        "timestamp", "subject", "text", "status", "status_details", "mms_id", "sent_as", "operator_name",
+        "from_mask", "client_reference", "media", "fields",
     ]  # fmt: skip
     assert message["media"][0] == {"url": "https://example.sinch.com/mo-content/file1.jpg"}
     assert message["fields"]["tracking-id"] == "mo123xyz"
@@ -225,6 +310,15 @@ def test_large_but_legitimate_bodies_parse_quickly() -> None:
     assert time.monotonic() - started < 5  # a bound on pathological slowness, not a benchmark
 
 
+def test_many_colliding_attributes_parse_quickly() -> None:
+    attributes = b" ".join(b'a%d="x" n:a%d="y"' % (n, n) for n in range(50_000))
+    body = b'<postback xmlns:n="urn:n" ' + attributes + b"><origin>SMS_MO</origin></postback>"
+    started = time.monotonic()
+    fields = parse_postback(body, "text/xml").records[0].fields
+    assert (fields["@a49999"], fields["@{urn:n}a49999"]) == ("x", "y")
+    assert time.monotonic() - started < 5  # a bound on quadratic slowness, not a benchmark
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -273,3 +367,141 @@ def test_generated_json_postbacks_round_trip(tracking_id: str, sender: str, to: 
     )
     record: Record = parse_postback(body.encode(), "application/json").records[0]
     assert (record.tracking_id, record.sender, record.to) == (tracking_id.strip(), sender.strip(), to.strip())
+
+
+def test_attributes_are_kept_in_fields() -> None:
+    record = parse_postback(sample("xml_notification_body.xml"), "text/xml").records[0]
+    assert record.fields["@ID"] == "4471093" and record.fields["@CREATED"] == "2011-08-02 07:20:44-04"
+    assert record.fields["BODY"]["STATUS"] == {
+        "@TEXT": "Retrieved", "@CELLY": "motorazrv3", "@PROVIDER": "Verizon Wireless", "#text": "",
+    }  # fmt: skip
+    assert record.fields["BODY"]["HISTORYID"] == "991823"  # a plain leaf stays a plain string
+
+
+def test_namespaced_attributes_keep_their_local_name_unless_two_collide() -> None:
+    body = b'<postback xmlns:a="urn:a" a:v="1" v="2"><origin a:x="3">SMS_MO</origin></postback>'
+    fields = parse_postback(body, "text/xml").records[0].fields
+    assert fields == {"@v": "2", "@{urn:a}v": "1", "origin": {"@x": "3", "#text": "SMS_MO"}}
+    assert parse_postback(body, "text/xml").records[0].origin == "SMS_MO"
+
+
+def test_mixed_text_of_a_parent_is_kept() -> None:
+    body = b"<postback><origin>SMS_MO</origin>stray <b/>text</postback>"
+    assert parse_postback(body, "text/xml").records[0].fields["#text"] == "stray text"
+
+
+def test_xml_in_a_form_field_keeps_the_other_form_fields() -> None:
+    record = parse_postback(sample("form_xml_lower.txt"), FORM).records[0]
+    assert record.fields["form:account"] == "acme-01"
+    assert record.fields["tracking-id"] == "MMS_MO_iLnCRrL6"
+
+
+def test_a_form_field_named_xml_that_holds_no_xml_is_an_ordinary_field() -> None:
+    parsed = parse_postback(b"origin=SMS_MO&tracking-id=t&xml=none", FORM)
+    assert parsed.format == "form" and parsed.records[0].fields["xml"] == "none"
+
+
+def test_transaction_id_is_the_sms_mo_identity_for_dedup() -> None:
+    record = parse_postback(sample("xml_sms_mo_n211.xml"), "text/xml").records[0]
+    assert dedup_key(record, "f" * 64, 1) == "SMS_MO|N211|511XG-02294-192SA-482H8"
+
+
+def test_tracking_id_wins_over_transaction_id_whatever_the_order() -> None:
+    body = b"<POSTBACK><ORIGIN>SMS_MO</ORIGIN><TRANSACTIONID>tx</TRANSACTIONID><TRACKINGID>tr</TRACKINGID></POSTBACK>"
+    assert parse_postback(body, "text/xml").records[0].tracking_id == "tr"
+    body = b'{"origin":"SMS_MO","tracking-id":"","transaction-id":"tx"}'
+    assert parse_postback(body, "application/json").records[0].tracking_id == "tx"
+
+
+def test_a_notification_field_wins_over_the_same_field_in_its_body() -> None:
+    body = b"<NOTIFICATION><TO>1</TO><BODY><TO>2</TO><FROM>3</FROM></BODY></NOTIFICATION>"
+    record = parse_postback(body, "text/xml").records[0]
+    assert (record.to, record.sender, record.kind) == ("1", "3", "other")
+
+
+CODE_TABLE = {
+    "N101": "status", "N102": "status", "N103": "status", "N013": "status", "N003": "status", "N201": "status",
+    "N202": "status", "N501": "status", "N502": "status", "E002": "status", "E011": "status", "E101": "status",
+    "E102": "status", "E202": "status", "E501": "status", "E502": "status", "E999": "status",
+    "N211": "sms_mo", "N401": "mms_mo",
+    "N301": "other", "N302": "other", "N303": "other", "N304": "other", "N801": "other",
+    "N999": "other", "E301": "other", "X999": "other",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("code", "kind"), sorted(CODE_TABLE.items()))
+def test_without_an_origin_the_code_gives_the_kind(code: str, kind: str) -> None:
+    body = f'{{"code":"{code.lower()}","tracking-id":"t"}}'.encode()
+    assert parse_postback(body, "application/json").records[0].kind == kind
+
+
+@pytest.mark.parametrize(
+    ("origin", "kind"),
+    [("MMS_MO", "mms_mo"), ("SMS_MO", "sms_mo"), ("MMS_MT", "status"), ("SMS_MT", "status"), ("sub", "other"),
+     ("EMAIL_SUB", "other"), ("GENERATE_PASS", "other")],
+)  # fmt: skip
+def test_the_origin_gives_the_kind_whatever_the_code(origin: str, kind: str) -> None:
+    body = f'{{"origin":"{origin}","code":"N401","tracking-id":"t"}}'.encode()
+    assert parse_postback(body, "application/json").records[0].kind == kind
+
+
+# --- fields round-trip every element and attribute of any XML body
+
+NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+xml_name = st.builds(
+    str.__add__, st.sampled_from(NAME_CHARS), st.text(NAME_CHARS + "0123456789._-", max_size=6)
+).filter(lambda name: _fold(name) != "notification")
+xml_text = st.text(
+    st.characters(max_codepoint=0xFFFD, exclude_categories=("Cs", "Cc", "Zl", "Zp")),
+    max_size=12,
+).map(str.strip)
+
+
+@st.composite
+def xml_elements(draw: st.DrawFn, depth: int = 0) -> ET.Element:
+    element = ET.Element(draw(xml_name), draw(st.dictionaries(xml_name, xml_text, max_size=3)))
+    children = [] if depth >= 2 else draw(st.lists(xml_elements(depth=depth + 1), max_size=3))
+    element.extend(children)
+    if not children:
+        element.text = draw(xml_text)
+    return element
+
+
+def canonical(element: ET.Element) -> tuple[Any, ...]:
+    """What `fields` promises to keep: tag, attributes, text, and the children grouped by tag (in order)."""
+    children: dict[str, list[Any]] = {}
+    for child in element:
+        children.setdefault(child.tag, []).append(canonical(child))
+    text = (element.text or "").strip() if not len(element) else ""
+    return element.tag, dict(element.attrib), text, children
+
+
+def rebuild(tag: str, value: Any) -> ET.Element:
+    """The inverse of the documented `fields` shape."""
+    element = ET.Element(tag)
+    if isinstance(value, str):
+        element.text = value
+        return element
+    for key, item in value.items():
+        if key.startswith("@"):
+            element.set(key[1:], item)
+        elif key == "#text":
+            element.text = item
+        else:
+            element.extend(rebuild(key, one) for one in (item if isinstance(item, list) else [item]))
+    return element
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    root_attributes=st.dictionaries(xml_name, xml_text, max_size=3),
+    children=st.lists(xml_elements(), max_size=5),
+)
+def test_fields_round_trip_every_element_and_attribute(
+    root_attributes: dict[str, str], children: list[ET.Element]
+) -> None:
+    root = ET.Element("postback", root_attributes)
+    ET.SubElement(root, "tracking-id").text = "always-one-postback-field"
+    root.extend(children)
+    record = parse_postback(ET.tostring(root, encoding="utf-8"), "text/xml").records[0]
+    assert canonical(rebuild("postback", record.fields)) == canonical(root)

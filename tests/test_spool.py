@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,25 @@ def test_group_sync_failure_reaches_every_caller(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert len(errors) == 4
+
+
+def test_tmp_cleaning_while_the_receiver_publishes_does_not_raise(spool: Spool) -> None:
+    """The worker cleans tmp/ at every rescan while the receiver writes there: a file renamed into incoming/
+    between the listing and its stat is simply gone from tmp/, not an error that stops the worker."""
+    done = threading.Event()
+    published: list[str] = []
+
+    def receiver() -> None:
+        while not done.is_set() and len(published) < 20_000:
+            published.append(spool.publish({"received_at": "2026-11-24T00:00:00+00:00"}, b"x"))
+
+    thread = threading.Thread(target=receiver)
+    thread.start()
+    deadline = time.monotonic() + 3
+    try:
+        while time.monotonic() < deadline:
+            assert spool.clean_tmp(older_than=3600) == 0
+    finally:
+        done.set()
+        thread.join()
+    assert published and len(list(spool.incoming.iterdir())) == len(published)

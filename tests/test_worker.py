@@ -257,13 +257,17 @@ def test_worker_process_once_and_sigterm(tmp_path: Path) -> None:
     assert once.returncode == 0
     assert folder(spool, "processed", postback_id).is_dir()
     daemon = subprocess.Popen(
-        [sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO, stderr=subprocess.PIPE
+        [sys.executable, "spool_worker.py", "--config", str(config)],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert daemon.stderr is not None
-    while b"watching" not in daemon.stderr.readline():  # its signal handlers are in place (a loaded machine)
-        assert daemon.poll() is None
+    while "watching" not in (line := daemon.stderr.readline()) and line:  # logged once SIGTERM is handled
+        pass
     daemon.send_signal(signal.SIGTERM)
-    assert daemon.wait(timeout=30) == 0
+    daemon.communicate(timeout=30)
+    assert daemon.returncode == 0
 
 
 def test_sigterm_with_a_backlog_exits_0_and_logs_no_error(tmp_path: Path) -> None:

@@ -210,11 +210,11 @@ class Failure:
     parts: list[tuple[str, str]]
     attempts: Any
     failed_at: Any
-    retry: str
+    retry: str | None  # a dismissed record was handled by an operator: no retry
 
 
 def _failure(folder: Folder) -> Failure | None:
-    if folder.state is not State.FAILED:
+    if folder.state not in (State.FAILED, State.DISMISSED):
         return None
     error = folder.error or {}
     stage = str(error.get("stage") or "unknown")
@@ -227,7 +227,7 @@ def _failure(folder: Folder) -> Failure | None:
         parts=[(str(p.get("url") or "?"), str(p.get("error") or "?")) for p in parts if isinstance(p, dict)],
         attempts=error.get("attempts"),
         failed_at=error.get("failed_at"),
-        retry=f"python -m mospool retry {folder.spool_id}",
+        retry=f"python -m mospool retry {folder.spool_id}" if folder.state is State.FAILED else None,
     )
 
 

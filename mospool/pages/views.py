@@ -210,7 +210,7 @@ class RootPage:
     def _days(self, state: str) -> list[render.DayCount]:
         root = self.spool.root / state
         return [
-            render.DayCount(render.href(state, day.name, record.PAGE), day.name, self._count(state, day.name))
+            render.DayCount(_day_link(state, day), day.name, self._count(state, day.name))
             for day in reversed(_day_folders(root))
         ]
 
@@ -228,6 +228,13 @@ class RootPage:
             "AND folder < 'failed0' GROUP BY reason ORDER BY n DESC LIMIT ?"
         )
         return [(str(reason), int(n)) for reason, n in self.index.query(sql, (REASONS_SHOWN,))]
+
+
+def _day_link(state: str, day: Path) -> str:
+    """The day's page, or its folder (a listing) where the worker has written none, as in dismissed/."""
+    if (day / record.PAGE).is_file():
+        return render.href(state, day.name, record.PAGE)
+    return render.href(state, day.name) + "/"
 
 
 def _is_day(name: str) -> bool:
