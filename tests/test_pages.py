@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import shutil
 import urllib.parse
 from collections.abc import Iterator
@@ -227,7 +228,8 @@ def publish_at(spool: Spool, when: dt.datetime, n: int) -> str:
 
 def day_worker(tmp_path: Path) -> Worker:
     worker = Worker(Settings.for_spool(tmp_path / "spool"), outputs=[])
-    worker.filer.outputs = [Pages(worker.spool, worker.index, per_page=3)]
+    later = itertools.count(0, 60)  # each drain's tick comes a minute after the last: no debounce in the way
+    worker.filer.outputs = [Pages(worker.spool, worker.index, per_page=3, clock=lambda: float(next(later)))]
     return worker
 
 

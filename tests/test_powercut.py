@@ -388,7 +388,7 @@ def check_index(spool: Path, filed: dict[str, list[Path]], verdict: Verdict) -> 
     require(
         verdict, indexed == published, f"index and processed/ disagree: {sorted(indexed ^ published)[:4]}"
     )
-    on_disk = {str(folder.relative_to(spool)) for folder in spool.glob("duplicates/*/*")}
+    on_disk = {str(folder.relative_to(spool)) for folder in spool.glob("duplicates/*/*/")}
     require(
         verdict, duplicates == on_disk, f"index and duplicates/ disagree: {sorted(duplicates ^ on_disk)[:4]}"
     )

@@ -2,7 +2,7 @@
 
 A record page (``<state>/YYYY-MM-DD/<id>/index.html``) is written into the build folder through the filer's
 batch, so it is part of the record and never changes. The views are derived from the index's ``messages``
-table and rewritten on the worker's tick (about once a second, however many records were filed in between),
+table and rewritten on the worker's tick, at most every ``VIEWS_EVERY_SECONDS`` whatever was filed meanwhile,
 atomically (a temp file renamed over the old one; being derived, they are not fsynced):
 
 - a day is listed in receive order, cut into pages of ``ROWS_PER_PAGE`` rows: ``page-0001.html`` holds the
@@ -36,6 +36,7 @@ ROWS_PER_PAGE = 250
 # What a page can weigh whatever the postbacks hold (every cell is cut; tests/test_pages.py checks the worst).
 DAY_PAGE_BYTES_MAX = 512 * 1024
 ROOT_PAGE_BYTES_MAX = 256 * 1024
+VIEWS_EVERY_SECONDS = 5.0  # a busy day's pages lag at most this much; each rewrite is one short page
 ROOT_REFRESH_SECONDS = 30.0  # the backlog figures age even when nothing is filed
 WAITING_COUNT_LIMIT = 5000
 REASONS_SHOWN = 20
@@ -270,7 +271,7 @@ class Pages:
         # (state, day) -> the earliest record filed there since the last rewrite
         self._stale: dict[tuple[str, str], str] = dict.fromkeys(self._newest_days(), FROM_THE_START)
         self._labels: dict[tuple[str, str], dict[int, str]] = {}
-        self._root_written_at = float("-inf")
+        self._root_written_at = self._views_written_at = float("-inf")
 
     def _newest_days(self) -> Iterator[tuple[str, str]]:
         """At start, the newest day of each state is rewritten whole: a crash may have cut a rewrite short."""
@@ -290,13 +291,16 @@ class Pages:
                 self._stale[key] = folder.spool_id if earliest is None else min(earliest, folder.spool_id)
 
     def tick(self) -> None:
-        """The worker ticks about once a second: that is the debounce, however many records were filed."""
-        self.write_views(self.clock())
+        """Called about once a second; the views are rewritten at most every VIEWS_EVERY_SECONDS."""
+        now = self.clock()
+        if now - self._views_written_at >= VIEWS_EVERY_SECONDS:
+            self.write_views(now)
 
     def close(self) -> None:
         self.write_views(self.clock())
 
     def write_views(self, now: float) -> None:
+        self._views_written_at = now
         with self._lock:
             stale, self._stale = self._stale, {}
         if not stale and now - self._root_written_at < ROOT_REFRESH_SECONDS:
