@@ -6,10 +6,10 @@ import argparse
 import os
 import platform
 
-from bench import forward_bench, receiver_bench, worker_bench
+from bench import forward_bench, pages_bench, receiver_bench, worker_bench
 from bench.filesystem import fresh_ext4
 
-PARTS = ("receiver", "worker", "media", "webhooks", "scale")
+PARTS = ("receiver", "worker", "media", "webhooks", "scale", "pages")
 Row = tuple[str, float, float, float | None, str]
 
 
@@ -56,6 +56,21 @@ def run(scale: int, quick: bool, parts: tuple[str, ...] | list[str]) -> None:
             f"worker with {100_000 // scale} waiting: first record after {scale_run['first_record_seconds']:.2f} s"
             f" (target < 2 s), peak RSS {scale_run['peak_rss_mb']:.0f} MB (target < 150 MB)"
         )
+    if "pages" in parts:
+        run_pages(scale)
+
+
+def run_pages(scale: int) -> None:
+    day, count = 20_000 // scale, 2_000 // scale
+    result = pages_bench.measure(day, count, rounds=1 if scale > 1 else 3)
+    on, off, sizes = result["pages_on"], result["pages_off"], result["sizes"]
+    assert isinstance(on, float) and isinstance(off, float) and isinstance(sizes, dict)
+    print()
+    print(
+        f"worker daemon, {count} more into a day of {day}: {on:.1f} postbacks/s with pages, {off:.1f} without:"
+        f" ratio {on / off:.2f} (target >= 0.9)"
+    )
+    print("largest pages (bytes): " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()))
 
 
 def receiver_rows(quick: bool) -> list[Row]:

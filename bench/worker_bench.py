@@ -26,11 +26,20 @@ from mospool.spool import encode, new_id
 REPO = Path(__file__).resolve().parent.parent
 
 
-def fill_incoming(incoming: Path, count: int, media_base: str | None = None) -> None:
-    """Write count postback files straight into incoming/ (set-up speed; the receiver is benched apart)."""
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    for n in range(count):
-        now = start + dt.timedelta(microseconds=n)
+def fill_incoming(
+    incoming: Path,
+    count: int,
+    media_base: str | None = None,
+    start: dt.datetime | None = None,
+    first: int = 0,
+) -> None:
+    """Write count postback files straight into incoming/ (set-up speed; the receiver is benched apart).
+
+    Postback n (from ``first``) has its own sender and tracking id, so none is a duplicate of another.
+    """
+    start = start or dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    for n in range(first, first + count):
+        now = start + dt.timedelta(microseconds=n - first)
         body = postback_body(n, media_base)
         meta = {
             "received_at": now.isoformat(), "content_type": "application/json", "remote_addr": "127.0.0.1",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mospool import logs
+from mospool import logs, pages
 from mospool.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -150,6 +150,9 @@ def _parser(prog: str, default_config: Path) -> argparse.ArgumentParser:
     redelivering = command("redeliver", redeliver, "put undelivered webhooks back in the outbox", _human_rows)
     redelivering.add_argument("ids", nargs="*", help="postback ids, or entries <id>.<NNN>")
     redelivering.add_argument("--all", action="store_true", help="every undelivered webhook")
+    command("pages", pages_command, "write every HTML page of the spool").add_argument(
+        "--rebuild", action="store_true", required=True
+    )
     return parser
 
 
@@ -167,7 +170,12 @@ def _record_folders(spool: Spool, state: str, since: dt.date | None = None) -> I
     root = spool.root / state
     for day in sorted(root.iterdir()) if root.is_dir() else []:
         if day.is_dir() and (since is None or day.name >= since.isoformat()):
-            yield from sorted(day.iterdir())
+            yield from _day_records(day)
+
+
+def _day_records(day: Path) -> list[Path]:
+    """The record folders of one day folder, not its pages."""
+    return sorted(path for path in day.iterdir() if path.is_dir())
 
 
 def _files(spool: Spool, state: str) -> Iterator[Path]:
@@ -498,7 +506,7 @@ def purge(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[d
             days_kept = sorted(root.iterdir()) if root.is_dir() else []
             old = [day for day in days_kept if day.is_dir() and day.name < cutoff]
             removed[state] = [
-                str(folder.relative_to(spool.root)) for day in old for folder in sorted(day.iterdir())
+                str(folder.relative_to(spool.root)) for day in old for folder in _day_records(day)
             ]
             if not args.dry_run:
                 for day in old:
@@ -550,6 +558,18 @@ def redeliver(settings: Settings, spool: Spool, args: argparse.Namespace) -> tup
     for name in chosen:
         outbox.redeliver(name)
     return [{"id": name, "requeued": str(outbox.entry_path(name))} for name in chosen], 0
+
+
+# --- pages (mospool.pages)
+
+
+def pages_command(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    """Every record page, day page and the root page, for a spool filed before pages (or after a crash)."""
+    index = Index(spool.root)
+    try:
+        return pages.rebuild(spool, index), 0
+    finally:
+        index.close()
 
 
 # --- output for people: one function per kind of result

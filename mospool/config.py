@@ -103,6 +103,11 @@ class ForwardSettings:
 
 
 @dataclass(frozen=True)
+class PagesSettings:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     spool: SpoolSettings
     receiver: ReceiverSettings = ReceiverSettings()
@@ -111,6 +116,7 @@ class Settings:
     retention: RetentionSettings = RetentionSettings()
     monitor: MonitorSettings = MonitorSettings()
     forward: ForwardSettings = ForwardSettings()
+    pages: PagesSettings = PagesSettings()
     log_level: str = "INFO"
 
     @classmethod
@@ -282,6 +288,7 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "media_base_url": _http_url,
     },
     "logging": {"level": _log_level},
+    "pages": {"enabled": _boolean},
 }
 
 
@@ -356,6 +363,7 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
         retention=RetentionSettings(**values.get("retention", {})),
         monitor=MonitorSettings(**monitor),
         forward=ForwardSettings(**values.get("forward", {})),
+        pages=PagesSettings(**values.get("pages", {})),
         log_level=logging_section.get("level", "INFO"),
     )
 

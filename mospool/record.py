@@ -36,6 +36,11 @@ SUMMARY_KEYS = ("kind", "origin", "code", "from", "to", "tracking_id", "timestam
 FILED_STATES = (State.PROCESSED, State.FAILED, State.DUPLICATES, State.DISMISSED)
 
 
+def is_message_file(name: str) -> bool:
+    """message.json, or one of a batch's message-NNN.json."""
+    return name == MESSAGE or (name.startswith("message-") and name.endswith(".json"))
+
+
 def message_name(position: int, count: int) -> str:
     """message.json for a single notice; message-001.json, message-002.json, … for a batch."""
     return MESSAGE if count == 1 else f"message-{position:03d}.json"
@@ -135,6 +140,9 @@ class Folder:
         note = self.error or self.duplicate or {}
         found = note.get("notices")
         return found if isinstance(found, list) else []
+
+    def message_files(self) -> list[Path]:
+        return sorted(self.path.glob("message-*.json")) or [p for p in [self.path / MESSAGE] if p.is_file()]
 
     def body_file(self) -> Path | None:
         return next(iter(sorted(self.path.glob(f"{BODY_STEM}.*"))), None)

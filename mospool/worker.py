@@ -28,6 +28,7 @@ from mospool.filer import Filer, Output
 from mospool.forward import Forwarder
 from mospool.index import Index
 from mospool.metrics import Metrics
+from mospool.pages import Pages
 from mospool.process import STORAGE_ERRORS, Claimed, Processor
 from mospool.record import RETRY, read_json
 from mospool.spool import SUFFIX, Spool, id_time
@@ -50,6 +51,8 @@ def outputs_for(
 ) -> list[Output]:
     """What each filed record feeds, by the configuration."""
     outputs: list[Output] = []
+    if settings.pages.enabled:
+        outputs.append(Pages(spool, index))
     if settings.forward.enabled:
         outputs.append(Forwarder(settings.forward, spool, metrics, settings.worker.rescan_seconds))
     return outputs

@@ -114,3 +114,28 @@ def nginx_and_gunicorn(
         for proc in (nginx, gunicorn):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@contextmanager
+def browse_site(root: Path, spool: Path, ports: tuple[int, int, int]) -> Iterator[int]:
+    """The shipped nginx sites alone (no receiver behind them), for browsing a spool; yields the browse port."""
+    main = render_nginx(root, spool, ports)
+    nginx = subprocess.Popen(["nginx", "-c", str(main), "-g", "daemon off;"], start_new_session=True)
+    try:
+        wait_for_port(ports[2])
+        yield ports[2]
+    finally:
+        os.killpg(nginx.pid, signal.SIGTERM)
+        nginx.wait(timeout=20)

@@ -347,7 +347,7 @@ def test_status_ellipsizes_a_long_reason(tmp_path: Path, capsys: pytest.CaptureF
     meta = {"received_at": dt.datetime.now(dt.UTC).isoformat(), "content_type": "application/json"}
     spool.publish(meta, json.dumps(body).encode())
     run_worker(config)
-    (folder,) = spool.failed.glob("*/*")
+    (folder,) = spool.failed.glob("*/*/")  # the record folder, not the day's pages
     error = json.loads((folder / "error.json").read_text())
     full = f"{error['stage']}: {error['error']}"
     assert len(full) > 80
@@ -421,7 +421,7 @@ def test_dismiss_moves_a_failed_record_whole_out_of_the_alert(
     copy = tmp_path / "spool"
     shutil.copytree(built.parent / "spool", copy)
     config = write_config(tmp_path / "config.ini", copy)
-    (failed,) = copy.glob("failed/*/*")
+    (failed,) = copy.glob("failed/*/*/")  # the record folder, not the day's pages
     files = sorted(str(p.relative_to(failed)) for p in failed.rglob("*"))
     code, dismissed = cli(config, "dismiss", failed.name[:-2], capsys=capsys)
     target = copy / "dismissed" / failed.parent.name / failed.name
@@ -450,7 +450,7 @@ def test_purge_removes_dismissed_records_after_failed_days(
     copy = tmp_path / "spool"
     shutil.copytree(built.parent / "spool", copy)
     config = write_config(tmp_path / "config.ini", copy, {"retention": {"failed_days": 5}})
-    (failed,) = copy.glob("failed/*/*")
+    (failed,) = copy.glob("failed/*/*/")  # the record folder, not the day's pages
     cli(config, "dismiss", failed.name, capsys=capsys)
     six_days_ago = (dt.date.today() - dt.timedelta(days=6)).isoformat()
     (copy / "dismissed" / failed.parent.name).rename(copy / "dismissed" / six_days_ago)

@@ -72,7 +72,12 @@ def test_drain_files_each_postback_as_a_readable_record(worker: Worker) -> None:
     status = publish(spool, STATUS_XML, "text/xml")
     assert worker.drain() == 2
     record = folder(spool, "processed", sms)
-    assert sorted(p.name for p in record.iterdir()) == ["body.json", "message.json", "request.json"]
+    assert sorted(p.name for p in record.iterdir()) == [
+        "body.json",
+        "index.html",
+        "message.json",
+        "request.json",
+    ]
     assert (record / "body.json").read_bytes() == SMS_MO
     message = read_json(record / "message.json")
     assert message["kind"] == "sms_mo"

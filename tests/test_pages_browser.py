@@ -1,0 +1,196 @@
+"""The pages in a real browser (Debian's chromium, headless, via its chromedriver) through the shipped browse site.
+
+The spool is filed by the real worker with media from a local origin; nginx serves it with the shipped config
+and its CSP. The test asserts the pictures decoded, that the browser logged no CSP violation nor any error,
+and saves the screenshots the README shows (docs/screenshots/).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+from mospool.spool import Spool
+from tests.nginx_stack import REPO, browse_site
+from tests.origin import Origin
+from tests.pages_spool import SCRIPT, Filed, fill
+from tests.servers import free_port
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = REPO / "docs" / "screenshots"
+CANARY = (
+    "<!DOCTYPE html><html lang=en><head><title>canary</title></head><body>"
+    '<img src="http://127.0.0.2:9/remote.png" alt=""><script>document.title = "ran"</script></body></html>'
+)
+
+
+# Injected by the browser into an isolated world before the page's own content (the page has no script, and
+# its sandbox would not run one): each CSP violation is noted on the shared DOM, where execute_script reads it.
+LISTEN_FOR_VIOLATIONS = (
+    "document.addEventListener('securitypolicyviolation', e => {"
+    " const root = document.documentElement;"
+    " root.dataset.cspViolations = (root.dataset.cspViolations || '') + e.violatedDirective + ' ' + e.blockedURI + '\\n';"
+    "});"
+)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Spool, Filed]]:
+    root = tmp_path_factory.mktemp("browse")
+    spool_root = root / "spool"
+    with Origin() as origin:
+        ids = fill(spool_root, origin)
+    canary = spool_root / "processed" / "2000-01-01"
+    canary.mkdir()
+    (canary / "canary.html").write_text(CANARY)
+    with browse_site(root / "nginx", spool_root, (free_port(), free_port(), free_port())) as port:
+        yield f"http://127.0.0.1:{port}", Spool(spool_root), ids
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    profile = tempfile.mkdtemp(prefix="mospool-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--no-first-run",
+        f"--user-data-dir={profile}", "--window-size=1100,1250", "--lang=en-US",
+    ):  # fmt: skip
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": LISTEN_FOR_VIOLATIONS, "worldName": "csp-check"}
+    )
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def visit(driver: webdriver.Chrome, url: str) -> list[dict[str, Any]]:
+    """Load a page, let every image settle, and return what the browser logged while doing so."""
+    browser_log(driver)  # drop what earlier pages logged
+    driver.get(url)
+    driver.execute_script(
+        "return Promise.all(Array.from(document.images, i => i.decode().catch(() => null)))"
+    )
+    return browser_log(driver)
+
+
+def browser_log(driver: webdriver.Chrome) -> list[dict[str, Any]]:
+    """Console messages and CSP reports since the last call (goog:loggingPrefs browser ALL)."""
+    logged: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
+    return logged
+
+
+def decoded_widths(driver: webdriver.Chrome) -> list[int]:
+    widths: list[int] = driver.execute_script("return Array.from(document.images, i => i.naturalWidth)")
+    return widths
+
+
+def screenshot(driver: webdriver.Chrome, name: str) -> None:
+    """The whole page (up to 2,000 px high), for the README."""
+    driver.set_window_size(1100, 200)  # shorter than any page, so the page's height is its content's
+    height: int = driver.execute_script(
+        "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight"
+    )
+    driver.set_window_size(1100, min(height, 2200))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(SCREENSHOTS / name))
+    driver.set_window_size(1100, 1250)
+
+
+def problems(logged: list[dict[str, Any]]) -> list[str]:
+    return [entry["message"] for entry in logged if entry["level"] in ("SEVERE", "WARNING")]
+
+
+def violations(driver: webdriver.Chrome) -> list[str]:
+    found: str | None = driver.execute_script("return document.documentElement.dataset.cspViolations")
+    return (found or "").splitlines()
+
+
+def test_the_csp_check_sees_a_violation_when_there_is_one(
+    site: tuple[str, Spool, Filed], browser: webdriver.Chrome
+) -> None:
+    base, _, _ = site
+    logged = visit(browser, f"{base}/processed/2000-01-01/canary.html")
+    messages = " ".join(problems(logged))
+    assert "Content Security Policy" in messages, logged
+    assert any("img-src http://127.0.0.2:9/remote.png" in v for v in violations(browser)), (
+        violations(browser),
+        logged,
+    )
+    assert browser.title == "canary"  # the script did not run
+
+
+def test_a_record_page_shows_its_pictures_under_the_shipped_csp(
+    site: tuple[str, Spool, Filed], browser: webdriver.Chrome
+) -> None:
+    base, spool, ids = site
+    folder = spool.record_dir("processed", ids.mms).relative_to(spool.root)
+    logged = visit(browser, f"{base}/{folder}/")
+    assert problems(logged) == []
+    assert violations(browser) == []
+    assert decoded_widths(browser) == [320, 200]
+    assert "The crack in my screen" in browser.page_source
+    screenshot(browser, "record-page.png")
+
+
+def test_a_day_page_shows_previews_and_leads_to_the_record(
+    site: tuple[str, Spool, Filed], browser: webdriver.Chrome
+) -> None:
+    base, spool, ids = site
+    day = spool.record_dir("processed", ids.mms).parent.relative_to(spool.root)
+    logged = visit(browser, f"{base}/{day}/")
+    assert problems(logged) == []
+    assert violations(browser) == []
+    widths = decoded_widths(browser)
+    assert len(widths) == 2 and all(width > 0 for width in widths)  # the MMS and the hostile one
+    screenshot(browser, "day-page.png")
+    link = browser.find_element("css selector", f'a[href="{ids.mms}/index.html"]')
+    link.click()
+    assert browser.current_url == f"{base}/{day}/{ids.mms}/index.html"
+    assert decoded_widths(browser) == [320, 200]
+
+
+def test_hostile_pages_run_nothing_in_the_browser(
+    site: tuple[str, Spool, Filed], browser: webdriver.Chrome
+) -> None:
+    base, spool, ids = site
+    for state, postback_id in (
+        ("processed", ids.hostile),
+        ("failed", ids.javascript_media),
+        ("failed", ids.unreadable),
+    ):
+        folder = spool.record_dir(state, postback_id).relative_to(spool.root)
+        logged = visit(browser, f"{base}/{folder}/index.html")
+        assert problems(logged) == [], (state, logged)
+        assert violations(browser) == []
+        assert browser.execute_script("return document.scripts.length") == 0
+        assert browser.execute_script("return typeof window.alertCalled") == "undefined"
+    folder = spool.record_dir("processed", ids.hostile).relative_to(spool.root)
+    visit(browser, f"{base}/{folder}/index.html")
+    assert SCRIPT in browser.find_element("css selector", "h3 + pre").text
+
+
+def test_the_root_page_is_served_and_the_rest_of_the_spool_is_not(
+    site: tuple[str, Spool, Filed], browser: webdriver.Chrome
+) -> None:
+    base, _, _ = site
+    logged = visit(browser, f"{base}/")
+    assert problems(logged) == []
+    assert violations(browser) == []
+    assert browser.find_element("css selector", "h1").text == "mo-spool"
+    for hidden in ("index.sqlite3", "incoming/", "work/", "tmp/", "deferred/", ".index.html.tmp"):
+        browser.get(f"{base}/{hidden}")
+        assert "404" in browser.title or "404" in browser.page_source, hidden
