@@ -14,8 +14,6 @@ verified against the host name (SNI = the host name) while the socket goes to th
 from __future__ import annotations
 
 import collections
-import contextlib
-import email.utils
 import hashlib
 import ipaddress
 import logging
@@ -36,6 +34,7 @@ from typing import Any
 import urllib3
 from urllib3.exceptions import HTTPError, ProtocolError
 
+from mospool import retry
 from mospool.config import MediaSettings
 
 log = logging.getLogger(__name__)
@@ -349,21 +348,10 @@ def _discard(response: Response) -> None:
 def _status_error(url: str, response: Response) -> MediaError:
     status = response.status
     transient = status in (408, 429) or status >= 500
-    retry_after = _retry_after(response.headers.get("Retry-After")) if transient else None
+    retry_after = retry.retry_after_seconds(response.headers.get("Retry-After")) if transient else None
     return MediaError(
         url, f"HTTP {status} {response.reason}", permanent=not transient, retry_after=retry_after
     )
-
-
-def _retry_after(raw: str | None) -> float | None:
-    if not raw:
-        return None
-    if raw.strip().isdigit():
-        return float(raw.strip())
-    with contextlib.suppress(TypeError, ValueError):
-        when = email.utils.parsedate_to_datetime(raw)
-        return max(when.timestamp() - time.time(), 0.0)
-    return None
 
 
 def _save(

@@ -51,6 +51,29 @@ def wait_for_http(host: str, port: int, path: str = "/healthz", timeout: float =
             time.sleep(0.05)
 
 
+class KeepAlive:
+    """One keep-alive connection to the receiver, as Sinch sends: a broken one is dropped and made anew."""
+
+    def __init__(self, port: int, timeout: float) -> None:
+        self.port, self.timeout = port, timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def post(self, body: bytes, content_type: str) -> int | None:
+        """The status, or None when the connection broke (refused, reset, killed mid-answer)."""
+        try:
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            self.conn.request("POST", "/postback", body=body, headers={"Content-Type": content_type})
+            response = self.conn.getresponse()
+            response.read()
+            return response.status
+        except (OSError, http.client.HTTPException):
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = None
+            return None
+
+
 class Gunicorn:
     """`gunicorn app:app` from the repo (or a copy of its source), gthread workers, on 127.0.0.1:<free port>."""
 

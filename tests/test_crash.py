@@ -8,7 +8,6 @@ shows what was proven: they are printed past pytest's capture, so CI's log carri
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import random
@@ -26,7 +25,7 @@ import pytest
 from mospool.index import Index
 from mospool.spool import Spool
 from tests.origin import Origin, Reply
-from tests.servers import REPO, Gunicorn, free_port, write_config
+from tests.servers import REPO, Gunicorn, KeepAlive, free_port, write_config
 from tests.test_full_disk import fill
 
 TOTAL = 3000
@@ -74,7 +73,7 @@ class Sender(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.numbers, self.origin, self.ledger = port, numbers, origin, ledger
         self.random = random.Random(seed)
-        self.conn: http.client.HTTPConnection | None = None
+        self.client = KeepAlive(port, timeout=10)
 
     def run(self) -> None:
         for n in self.numbers:
@@ -89,7 +88,7 @@ class Sender(threading.Thread):
 
     def deliver(self, tracking: str, body: bytes, content_type: str) -> None:
         for _ in range(200):
-            status = self.post(body, content_type)
+            status = self.client.post(body, content_type)
             with self.ledger.lock:
                 self.ledger.sent += 1
                 if status == 200:
@@ -98,20 +97,6 @@ class Sender(threading.Thread):
                 self.ledger.refused += 1
             time.sleep(0.05)
         raise AssertionError(f"{tracking} was never acknowledged")
-
-    def post(self, body: bytes, content_type: str) -> int | None:
-        try:
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            self.conn.request("POST", "/postback", body=body, headers={"Content-Type": content_type})
-            response = self.conn.getresponse()
-            response.read()
-            return response.status
-        except (OSError, http.client.HTTPException):
-            if self.conn is not None:
-                self.conn.close()
-            self.conn = None
-            return None
 
 
 class Services:
@@ -314,7 +299,7 @@ def full_disk_run(disk: Path, origin: Origin, capsys: pytest.CaptureFixture[str]
                 filler = fill(disk)
             if n == 40:
                 filler.unlink()
-            status = sender.post(body, content_type)
+            status = sender.client.post(body, content_type)
             statuses.append(status)
             if status == 200:
                 ledger.acknowledged.add(f"crash-{n}")

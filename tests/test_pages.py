@@ -16,6 +16,7 @@ import pytest
 from mospool.cli import main as cli_main
 from mospool.config import Settings, load_settings
 from mospool.index import Index
+from mospool.outbox import Outbox
 from mospool.pages import Pages, rebuild
 from mospool.pages.render import DayCount, Overview, PageLink, day_page, day_row, record_page, root_page
 from mospool.pages.views import (
@@ -24,6 +25,7 @@ from mospool.pages.views import (
     REASONS_SHOWN,
     ROOT_PAGE_BYTES_MAX,
     ROWS_PER_PAGE,
+    RootPage,
     full_page_name,
 )
 from mospool.record import Folder, read_folder
@@ -385,3 +387,22 @@ def test_a_dismissed_record_says_so_instead_of_offering_a_retry(
     shown = text_of(parse_strictly(dismissed / "index.html"))
     assert "HTTP 404" in shown and "An operator has dismissed it" in shown
     assert "mospool retry" not in shown
+
+
+def test_the_root_page_shows_webhooks_waiting_and_undelivered(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    index = Index(spool.root)
+    root = RootPage(spool, index)
+    root.write()
+    assert "Webhooks" not in text_of(parse_strictly(spool.root / "index.html"))  # never forwarded
+    outbox = Outbox(spool.root)
+    outbox.create()
+    outbox.entry_path(f"{new_id()}.001", outbox.undelivered).write_text("{}")
+    outbox.entry_path(f"{new_id()}.001").write_text("{}")
+    outbox.entry_path(f"{new_id()}.002").write_text("{}")
+    root.write()
+    shown = " ".join(text_of(parse_strictly(spool.root / "index.html")).split())
+    assert "waiting in outbox/: 2" in shown and "undelivered (parked in undelivered/" in shown
+    assert "mospool redeliver): 1" in shown
+    index.close()

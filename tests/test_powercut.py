@@ -13,7 +13,6 @@ the suite can see a missing fsync. Figures go to the log past pytest's capture, 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import random
@@ -33,7 +32,7 @@ import pytest
 
 from tests import powercut
 from tests.origin import Origin, Reply
-from tests.servers import REPO, Gunicorn, write_config
+from tests.servers import REPO, Gunicorn, KeepAlive, write_config
 
 POSTBACK_LIMIT = 20_000  # per run, a bound on the load however long a run takes
 FILED_BEFORE_CUTS = 20
@@ -114,7 +113,7 @@ class Sender(threading.Thread):
         self.port, self.first, self.origin, self.ledger, self.stop = port, first, origin, ledger, stop
         self.senders, self.pace_seconds, self.resend_share = run.senders, run.pace_seconds, run.resend_share
         self.random = random.Random(SEED + first)
-        self.conn: http.client.HTTPConnection | None = None
+        self.client = KeepAlive(port, timeout=20)
 
     def run(self) -> None:
         for n in range(self.first, POSTBACK_LIMIT, self.senders):
@@ -132,7 +131,7 @@ class Sender(threading.Thread):
 
     def deliver(self, tracking: str, body: bytes, content_type: str) -> None:
         for _ in range(50):
-            status = self.post(body, content_type)
+            status = self.client.post(body, content_type)
             with self.ledger.lock:
                 self.ledger.sent += 1
                 if status == 200:
@@ -140,20 +139,6 @@ class Sender(threading.Thread):
                     return
             if self.stop.wait(0.05):
                 return
-
-    def post(self, body: bytes, content_type: str) -> int | None:
-        try:
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
-            self.conn.request("POST", "/postback", body=body, headers={"Content-Type": content_type})
-            response = self.conn.getresponse()
-            response.read()
-            return response.status
-        except (OSError, http.client.HTTPException):
-            if self.conn is not None:
-                self.conn.close()
-            self.conn = None
-            return None
 
 
 # --- the services, frozen and thawed as a whole

@@ -364,6 +364,7 @@ class Overview:
     days: dict[str, list[DayCount]]
     reasons: list[tuple[str, int]]
     generated: str
+    webhooks: dict[str, int] | None = None  # outbox/ and undelivered/ counts, once [forward] has run
 
 
 def root_page(overview: Overview) -> bytes:

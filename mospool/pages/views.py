@@ -15,6 +15,7 @@ atomically (a temp file renamed over the old one; being derived, they are not fs
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import os
 import sqlite3
@@ -26,6 +27,7 @@ from pathlib import Path
 from mospool import record
 from mospool.filer import Batch
 from mospool.index import Index
+from mospool.outbox import Outbox
 from mospool.pages import render
 from mospool.record import FILED_STATES, Filing, Folder, read_folder
 from mospool.spool import FILE_MODE, SUFFIX, Spool, State, id_time
@@ -173,6 +175,10 @@ class DayPages:
             self.labels[number] = f"{_clock(start)} to {_clock(end)}"
 
 
+def _count_up_to(names: Iterator[str]) -> int:
+    return sum(1 for _ in itertools.islice(names, WAITING_COUNT_LIMIT))
+
+
 def _clock(folder: str | None) -> str:
     if not folder:
         return "?"
@@ -205,8 +211,19 @@ class RootPage:
             days={state: found[:DAYS_SHOWN] for state, found in days.items()},
             reasons=self._reasons(),
             generated=utc_stamp(),
+            webhooks=self._webhooks(),
         )
         write_view(self.spool.root / record.PAGE, render.root_page(overview))
+
+    def _webhooks(self) -> dict[str, int] | None:
+        """Webhooks waiting and undelivered, each counted up to a cap; None if nothing was ever forwarded."""
+        outbox = Outbox(self.spool.root)
+        if not outbox.pending.is_dir():
+            return None
+        return {
+            "waiting": _count_up_to(outbox.names(outbox.pending)),
+            "undelivered": _count_up_to(outbox.names(outbox.undelivered)),
+        }
 
     def _days(self, state: str) -> list[render.DayCount]:
         root = self.spool.root / state
