@@ -60,10 +60,14 @@ def postback_body(n: int, media_base: str | None) -> bytes:
     return json.dumps(body).encode()
 
 
-def write_config(root: Path, spool: Path, concurrency: int = 4, parallel_downloads: int = 4) -> Path:
+def write_config(
+    root: Path, spool: Path, concurrency: int | None = None, parallel_downloads: int = 4
+) -> Path:
+    """The worker's config: the shipped default concurrency unless the benchmark needs another."""
+    worker = f"[worker]\nconcurrency = {concurrency}\n" if concurrency else ""
     config = root / "config.ini"
     config.write_text(
-        f"[spool]\ndir = {spool}\n[worker]\nconcurrency = {concurrency}\n[media]\nallow_private_networks = yes\n"
+        f"[spool]\ndir = {spool}\n{worker}[media]\nallow_private_networks = yes\n"
         f"parallel_downloads = {parallel_downloads}\n[logging]\nlevel = WARNING\n"
     )
     return config

@@ -50,7 +50,7 @@ class ReceiverSettings:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    concurrency: int = 4
+    concurrency: int = 16  # threads mostly wait on a group commit: more of them, bigger commits
     rescan_seconds: float = 30.0
     stop_timeout_seconds: float = 20.0
 
