@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from mospool.index import Index
 from mospool.metrics import Metrics
 from mospool.parse import Parsed, ParseError, parse_postback
 from mospool.record import Filing, read_json
-from mospool.spool import SUFFIX, CorruptPostback, Postback, Spool, State, write_json
+from mospool.spool import CorruptPostback, Postback, Spool, State, write_json
 
 log = logging.getLogger(__name__)
 
@@ -222,14 +221,6 @@ class Processor:
             "notices": record.summaries(claimed.parsed),
         }
         self._publish(claimed, self._filing(claimed, State.FAILED, error=error))
-
-
-def claimed_id(path: Path) -> str:
-    return path.name.removesuffix(SUFFIX)
-
-
-def elapsed_ms(started: float) -> float:
-    return (time.monotonic() - started) * 1000
 
 
 def _remove_tree(path: Path) -> None:
