@@ -83,11 +83,20 @@ def render_nginx(root: Path, spool: Path, ports: tuple[int, int, int]) -> Path:
 
 
 def wait_for_unix_socket(path: Path, timeout: float = 20.0) -> None:
+    _wait_until_it_connects(socket.AF_UNIX, str(path), timeout)
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    _wait_until_it_connects(socket.AF_INET, ("127.0.0.1", port), timeout)
+
+
+def _wait_until_it_connects(family: int, address: str | tuple[str, int], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.socket(socket.AF_UNIX) as probe:
-                probe.connect(str(path))
+            with socket.socket(family) as probe:
+                probe.settimeout(1)
+                probe.connect(address)
                 return
         except OSError:
             if time.monotonic() > deadline:
@@ -114,18 +123,6 @@ def nginx_and_gunicorn(
         for proc in (nginx, gunicorn):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 @contextmanager
