@@ -18,7 +18,7 @@ FENCE = re.compile(r"^ {0,3}(```|~~~)")
 HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 LINK = re.compile(r"\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
 INLINE_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-INLINE_CODE = re.compile(r"(`+)(.*?)\1")
+INLINE_CODE = re.compile(r"(`+)((?:(?!\n[ \t]*\n).)*?)\1", re.S)  # may span lines, not paragraphs
 
 
 def prose(text: str) -> list[str]:
@@ -64,11 +64,8 @@ def anchors(page: Path) -> set[str]:
 
 def links(page: Path) -> list[str]:
     """The targets of the page's Markdown links and images that stay inside the repository."""
-    targets: list[str] = []
-    for line in prose(page.read_text()):
-        line = INLINE_CODE.sub("", line)
-        targets += [t for t in LINK.findall(line) if not re.match(r"(https?|mailto):", t)]
-    return targets
+    text = INLINE_CODE.sub("", "\n".join(prose(page.read_text())))  # a link's text may span lines
+    return [target for target in LINK.findall(text) if not re.match(r"(https?|mailto):", target)]
 
 
 def broken(page: Path, root: Path = REPO) -> list[str]:
@@ -136,7 +133,7 @@ def test_a_broken_link_or_anchor_is_found(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(
         "[ok](other.md#part-two) [ok](#here) `[not a link](nowhere.md)`\n# Here\n"
-        "[gone](missing.md) [no anchor](other.md#part-three) [no anchor here](#there)\n"
+        "[gone](missing.md) [no anchor](other.md#part-three) [no anchor\nhere](#there) `a code\nspan [x](y.md)`\n"
         "```\n[in code](nowhere.md)\n```\n"
     )
     assert [problem.split(":")[0] for problem in broken(page, root=tmp_path)] == [
