@@ -63,7 +63,7 @@ def anchors(page: Path) -> set[str]:
 
 
 def links(page: Path) -> list[str]:
-    """The targets of the page's Markdown links and images that stay inside the repository."""
+    """The targets of the page's Markdown links and images, but those to the web (http, https, mailto)."""
     text = INLINE_CODE.sub("", "\n".join(prose(page.read_text())))  # a link's text may span lines
     return [target for target in LINK.findall(text) if not re.match(r"(https?|mailto):", target)]
 
@@ -73,7 +73,7 @@ def broken(page: Path, root: Path = REPO) -> list[str]:
     problems: list[str] = []
     for target in links(page):
         path, _, anchor = target.partition("#")
-        destination = (page.parent / path).resolve() if path else page
+        destination = (page.parent / path).resolve() if path else page.resolve()
         if not destination.exists():
             problems.append(f"{target}: no file {destination}")
         elif root.resolve() not in (destination, *destination.parents):
