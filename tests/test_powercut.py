@@ -197,12 +197,6 @@ def sysctls() -> Iterator[None]:
         yield
 
 
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    with Origin() as server:
-        yield server
-
-
 def power_cuts(
     fstype: str, source: Path, tmp_path: Path, origin: Origin, run: Run
 ) -> tuple[list[Cut], Ledger]:
