@@ -1,6 +1,9 @@
 """Fixtures shared by the test modules: the local media origin, the webhook application, a spool and a worker.
 
-Postback bodies and publish() are in tests/build.py.
+The inner loop is `scripts/test -m "not slow"`, under a minute: it leaves out the tests marked slow, those that
+start gunicorn, nginx, chromium or the worker as a process, mount a loop device or a tmpfs, or install Debian
+with debootstrap. `scripts/test` (what CI runs) runs them all. Postback bodies and publish() are in
+tests/build.py.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ from tests.build import mms, publish
 from tests.origin import Origin, Reply
 from tests.servers import REPO, Gunicorn, write_config
 
+# All but one test read a spool that gunicorn and the worker process built, or start them.
+pytestmark = pytest.mark.slow
+
 POSTBACKS = [
     (
         b'{"origin":"SMS_MO","code":"N401","from":"15550001","to":"28444","keyword":"INFO",'

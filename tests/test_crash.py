@@ -27,6 +27,8 @@ from tests.disk import fill, small_tmpfs
 from tests.origin import Origin, Reply
 from tests.servers import REPO, Gunicorn, KeepAlive, free_port, write_config
 
+pytestmark = pytest.mark.slow  # gunicorn and the worker killed -9 under load, a tmpfs filled up
+
 TOTAL = 3000
 SENDERS = 4
 KILLS_EACH = 5

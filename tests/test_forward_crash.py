@@ -11,11 +11,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from mospool.outbox import Outbox
 from mospool.spool import Spool
 from tests.build import batch, publish, sms
 from tests.servers import REPO, write_config
 from tests.webhook_app import SECRET, App, Reply
+
+pytestmark = pytest.mark.slow  # the worker process, killed -9 and restarted
 
 HELD = 7  # the postback whose webhook the application holds until the worker is killed
 

@@ -15,6 +15,8 @@ from tests.build import publish, sms
 from tests.disk import fill, small_tmpfs
 from tests.servers import REPO, Gunicorn, write_config
 
+pytestmark = pytest.mark.slow  # tmpfs mounts, gunicorn and worker processes
+
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:

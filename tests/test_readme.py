@@ -31,6 +31,7 @@ def test_try_it_warns_that_the_local_setting_must_never_reach_production() -> No
     assert "allow_private_networks = yes" in warning and "never" in warning and "production" in warning
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("allow", ["yes", "no"])
 def test_the_try_it_mms_is_filed_with_its_media_only_with_the_setting(
     spool: Spool, tmp_path: Path, allow: str

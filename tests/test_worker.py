@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from mospool.config import WorkerSettings
 from mospool.index import Index
 from mospool.spool import SUFFIX, Spool
@@ -206,6 +208,7 @@ def test_dead_observer_makes_the_worker_exit_non_zero(worker: Worker) -> None:
     assert result == [EXIT_OBSERVER_DIED]
 
 
+@pytest.mark.slow
 def test_worker_process_once_and_sigterm(spool: Spool, tmp_path: Path) -> None:
     postback_id = publish(spool, SMS_MO)
     config = write_config(tmp_path / "config.ini", spool.root)
@@ -226,6 +229,7 @@ def test_worker_process_once_and_sigterm(spool: Spool, tmp_path: Path) -> None:
     assert daemon.returncode == 0
 
 
+@pytest.mark.slow
 def test_sigterm_with_a_backlog_exits_0_and_logs_no_error(spool: Spool, tmp_path: Path) -> None:
     for n in range(2000):
         publish(spool, sms(f"backlog-{n}"))
@@ -243,6 +247,7 @@ def test_sigterm_with_a_backlog_exits_0_and_logs_no_error(spool: Spool, tmp_path
     assert any(spool.incoming.iterdir()), "the backlog was finished before the stop: the test proves nothing"
 
 
+@pytest.mark.slow
 def test_bad_config_exits_with_a_clear_message(tmp_path: Path) -> None:
     config = tmp_path / "bad.ini"
     config.write_text("[spool]\ndir = spool\n[worker]\nconcurrency = many\n")

@@ -100,6 +100,7 @@ def test_retry_after_header_stretches_the_delay(origin: Origin, make_worker: Cal
     assert retry["next_try_epoch"] - time.time() > 100
 
 
+@pytest.mark.slow
 def test_a_restart_keeps_the_retry_schedule(
     origin: Origin, tmp_path: Path, make_worker: Callable[..., Worker]
 ) -> None:
