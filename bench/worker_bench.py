@@ -123,7 +123,7 @@ def bench_no_media(count: int) -> dict[str, float]:
 def bench_media(count: int, parallel: int) -> dict[str, float]:
     """The worker with `parallel` downloads in all against a urllib3 PoolManager with `parallel` connections,
     each in its own process (start-up included), the origin in this one."""
-    with tempfile.TemporaryDirectory() as tmp, MediaOrigin(Path(tmp) / "tls") as origin:
+    with tempfile.TemporaryDirectory() as tmp, MediaOrigin(Path(tmp) / "tls", count) as origin:
         root = Path(tmp)
         spool = root / "spool"
         (spool / "incoming").mkdir(parents=True)
