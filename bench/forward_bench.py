@@ -29,8 +29,9 @@ from bench.filesystem import fresh_ext4
 from mospool.config import ForwardSettings, Settings, WorkerSettings
 from mospool.forward import Forwarder
 from mospool.outbox import Outbox
-from mospool.spool import Spool, new_id
+from mospool.spool import Spool
 from mospool.worker import Worker
+from tests.build import publish, sms
 from tests.nginx_stack import main_conf, running_nginx
 from tests.servers import free_port
 from tests.webhook_app import SECRET
@@ -59,12 +60,8 @@ def filed_outbox(spool_dir: Path, count: int, settings: ForwardSettings) -> dict
     spool.create()
     start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     for n in range(count):
-        now = start + dt.timedelta(microseconds=n)
-        body = json.dumps(
-            {"origin": "SMS_MO", "code": "N401", "from": f"1774555{n:04d}", "to": "28444",
-             "tracking-id": f"bench-{n}", "message-text": f"message {n}"}
-        ).encode()  # fmt: skip
-        spool.publish({"received_at": now.isoformat(), "content_type": "application/json"}, body, new_id(now))
+        body = sms(f"bench-{n}", f"message {n}", sender=f"1774555{n:04d}", to="28444")
+        publish(spool, body, when=start + dt.timedelta(microseconds=n))
     config = Settings.for_spool(spool_dir, worker=WorkerSettings(concurrency=2), forward=settings)
     forwarder = Forwarder(settings, spool, background=False)
     worker = Worker(config, outputs=[forwarder])

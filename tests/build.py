@@ -56,7 +56,7 @@ def sms(
 def mms(
     tracking_id: str,
     *urls: str,
-    subject: str = "Hi",
+    subject: str | None = "Hi",
     text: str | None = None,
     sender: str = SENDER,
     to: str = NUMBER,
@@ -64,7 +64,8 @@ def mms(
     keyword: str | None = None,
     timestamp: str | None = None,
 ) -> bytes:
-    """An MMS MO in Sinch's JSON with one content part per URL (copy-to, keyword, timestamp, text when given)."""
+    """An MMS MO in Sinch's JSON with one content part per URL (copy-to, keyword, timestamp, text when given,
+    the subject unless None)."""
     return _json(
         {"origin": "MMS_MO", "code": "N401", "from": sender, "to": to, "copy-to": list(copy_to) or None,
          "keyword": keyword, "tracking-id": tracking_id, "timestamp": timestamp, "message-subject": subject,
