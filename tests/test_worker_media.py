@@ -18,10 +18,7 @@ from tests.origin import Origin, Reply
 from tests.servers import REPO, write_config
 
 
-def test_mms_with_photo_and_text_is_filed_with_its_media(
-    origin: Origin, make_worker: Callable[..., Worker]
-) -> None:
-    worker = make_worker()
+def test_mms_with_photo_and_text_is_filed_with_its_media(origin: Origin, worker: Worker) -> None:
     photo = origin.serve("/mmsmo/abc/123wqe.jpeg", Reply(body=JPEG, content_type="image/jpeg"))
     text = origin.serve("/mmsmo/abc/123w12e.txt", Reply(body=b"See you at 5", content_type="text/plain"))
     smil = origin.serve("/mmsmo/abc/layout.smil", Reply(body=b"<smil/>", content_type="application/smil"))
@@ -39,8 +36,7 @@ def test_mms_with_photo_and_text_is_filed_with_its_media(
     assert message["subject"] == "Hi"
 
 
-def test_missing_part_fails_at_once_naming_it(origin: Origin, make_worker: Callable[..., Worker]) -> None:
-    worker = make_worker()
+def test_missing_part_fails_at_once_naming_it(origin: Origin, worker: Worker) -> None:
     good = origin.serve("/ok.jpg", Reply(body=JPEG, content_type="image/jpeg"))
     postback_id = publish(worker.spool, mms("mo2", good, origin.url("/gone.jpg")))
     worker.drain()
@@ -122,10 +118,7 @@ def test_a_restart_keeps_the_retry_schedule(
     assert (worker.spool.record_dir("processed", postback_id) / "media" / "01-later.jpg").read_bytes() == JPEG
 
 
-def test_a_duplicate_mms_does_not_fetch_media_again(
-    origin: Origin, make_worker: Callable[..., Worker]
-) -> None:
-    worker = make_worker()
+def test_a_duplicate_mms_does_not_fetch_media_again(origin: Origin, worker: Worker) -> None:
     url = origin.serve("/once.jpg", Reply(body=JPEG, content_type="image/jpeg"))
     publish(worker.spool, mms("mo7", url))
     worker.drain()
@@ -136,12 +129,11 @@ def test_a_duplicate_mms_does_not_fetch_media_again(
 
 
 def test_cli_retry_succeeds_once_the_server_is_fixed(
-    origin: Origin, tmp_path: Path, make_worker: Callable[..., Worker], capsys: pytest.CaptureFixture[str]
+    origin: Origin, tmp_path: Path, worker: Worker, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_config(
         tmp_path / "config.ini", tmp_path / "spool", {"media": {"allow_private_networks": "yes"}}
     )
-    worker = make_worker()
     postback_id = publish(worker.spool, mms("mo8", origin.url("/fixed-later.jpg")))
     worker.drain()
     assert worker.spool.record_dir("failed", postback_id).is_dir()
