@@ -76,11 +76,14 @@ def fill(root: Path, origin: Origin) -> Filed:
     photo_urls = [origin.url(f"/m/{name}") for name in ("photo.jpg", "part.png", "note.txt", "voice.amr")]
     worker = worker_for(root)
     spool = worker.spool
+    first_mms = publish(
+        spool, mms("mms-1", photo_urls, "The crack in my screen", "Here it is, see the photo"), seconds=1
+    )
+    first_sms = publish(spool, sms("sms-1", "Where is my order? 📦"), seconds=2)
+    worker.drain()  # filed before its resend comes: in one drain the two race, and either can be the original
     ids = Filed(
-        mms=publish(
-            spool, mms("mms-1", photo_urls, "The crack in my screen", "Here it is, see the photo"), seconds=1
-        ),
-        sms=publish(spool, sms("sms-1", "Where is my order? 📦"), seconds=2),
+        mms=first_mms,
+        sms=first_sms,
         hostile=publish(
             spool,
             mms(SCRIPT, [origin.url("/m/evil.jpg")], SCRIPT, f"{ATTRIBUTE}\n{RTL_EMOJI}", sender=ATTRIBUTE),
