@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.media_origin import MediaOrigin
 from mospool.spool import encode, new_id
+from tests.build import mms, sms
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,14 +51,12 @@ def fill_incoming(
 
 
 def postback_body(n: int, media_base: str | None) -> bytes:
-    body: dict[str, object] = {
-        "origin": "MMS_MO" if media_base else "SMS_MO", "code": "N401", "from": f"1774555{n:04d}",
-        "to": "18885551234", "tracking-id": f"bench-{n}", "timestamp": "2026-11-24T10:00:00Z",
-        "message-text": f"message {n}",
-    }  # fmt: skip
-    if media_base:
-        body["content"] = [{"file": f"{media_base}/{n}/photo.jpg"}, {"file": f"{media_base}/{n}/note.txt"}]
-    return json.dumps(body).encode()
+    """Postback n's body: an SMS, or with media_base an MMS naming its photo and note on the origin."""
+    fields = {"sender": f"1774555{n:04d}", "text": f"message {n}", "timestamp": "2026-11-24T10:00:00Z"}
+    if not media_base:
+        return sms(f"bench-{n}", **fields)
+    parts = (f"{media_base}/{n}/photo.jpg", f"{media_base}/{n}/note.txt")
+    return mms(f"bench-{n}", *parts, subject=None, **fields)
 
 
 def write_config(
@@ -123,7 +122,7 @@ def bench_no_media(count: int) -> dict[str, float]:
 def bench_media(count: int, parallel: int) -> dict[str, float]:
     """The worker with `parallel` downloads in all against a urllib3 PoolManager with `parallel` connections,
     each in its own process (start-up included), the origin in this one."""
-    with tempfile.TemporaryDirectory() as tmp, MediaOrigin(Path(tmp) / "tls") as origin:
+    with tempfile.TemporaryDirectory() as tmp, MediaOrigin(Path(tmp) / "tls", count) as origin:
         root = Path(tmp)
         spool = root / "spool"
         (spool / "incoming").mkdir(parents=True)

@@ -71,15 +71,45 @@ def render_nginx(root: Path, spool: Path, ports: tuple[int, int, int]) -> Path:
             "/var/log/nginx/": f"{root}/",
         },
     )
+    return main_conf(root, f"  access_log {root}/access.log;\n  include {site};\n  include {browse};\n")
+
+
+def main_conf(root: Path, http: str, worker_connections: int = 256) -> Path:
+    """root/nginx.conf for an nginx of our own, run as root: its pid, error log and temp files in root, and
+    ``http`` (lines of directives) in its http block."""
     main = root / "nginx.conf"
     main.write_text(
         f"user root;\nworker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n"
-        "events { worker_connections 256; }\n"
+        f"events {{ worker_connections {worker_connections}; }}\n"
         f"http {{\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n"
         f"  fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n"
-        f"  access_log {root}/access.log;\n  include {site};\n  include {browse};\n}}\n"
+        f"{http}}}\n"
     )
     return main
+
+
+@contextmanager
+def running_nginx(main: Path, port: int) -> Iterator[None]:
+    """nginx with the config ``main``, in its own process group, once it accepts on ``port``; stopped after,
+    its workers too (they outlive the master by a moment, and hold the files under root till then)."""
+    nginx = subprocess.Popen(["nginx", "-c", str(main), "-g", "daemon off;"], start_new_session=True)
+    try:
+        wait_for_port(port)
+        yield
+    finally:
+        os.killpg(nginx.pid, signal.SIGTERM)
+        nginx.wait(timeout=20)
+        wait_for_group_exit(nginx.pid)
+
+
+def wait_for_group_exit(group: int, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def wait_for_unix_socket(path: Path, timeout: float = 20.0) -> None:
@@ -115,24 +145,17 @@ def nginx_and_gunicorn(
         [sys.executable, "-m", "gunicorn", "-c", str(DEPLOY / "gunicorn.conf.py"), app],
         cwd=REPO, env=environment, start_new_session=True,
     )  # fmt: skip
-    nginx = subprocess.Popen(["nginx", "-c", str(main), "-g", "daemon off;"], start_new_session=True)
     try:
-        wait_for_unix_socket(root / "receiver.sock")
-        yield
+        with running_nginx(main, ports[0]):
+            wait_for_unix_socket(root / "receiver.sock")
+            yield
     finally:
-        for proc in (nginx, gunicorn):
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
+        os.killpg(gunicorn.pid, signal.SIGTERM)
+        gunicorn.wait(timeout=20)
 
 
 @contextmanager
 def browse_site(root: Path, spool: Path, ports: tuple[int, int, int]) -> Iterator[int]:
     """The shipped nginx sites alone (no receiver behind them), for browsing a spool; yields the browse port."""
-    main = render_nginx(root, spool, ports)
-    nginx = subprocess.Popen(["nginx", "-c", str(main), "-g", "daemon off;"], start_new_session=True)
-    try:
-        wait_for_port(ports[2])
+    with running_nginx(render_nginx(root, spool, ports), ports[2]):
         yield ports[2]
-    finally:
-        os.killpg(nginx.pid, signal.SIGTERM)
-        nginx.wait(timeout=20)

@@ -3,7 +3,8 @@
 Each path answers a scripted sequence of replies (the last one repeats), and every request is logged, so a
 test can assert that a refused URL never reached the server. Connections are kept alive (HTTP/1.1) unless a
 reply has to end at the close, and the TCP connections accepted are counted, so a test can see reuse. With a
-server-side TLS context it speaks HTTPS and records the SNI name each client sent.
+server-side TLS context it speaks HTTPS and records the SNI name each client sent. With latency_seconds every
+request waits that long before its answer, as from a server across the internet (the media benchmark's).
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class Origin:
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, latency_seconds: float = 0.0) -> None:
+        self.latency_seconds = latency_seconds
         self.routes: dict[str, list[Reply]] = {}
         self.requests: list[str] = []
         self.hosts: list[str] = []  # the Host header of each request
@@ -171,6 +173,8 @@ class Origin:
             def do_GET(self) -> None:
                 with origin._answering():
                     reply = origin._next(self.path, self.headers.get("Host", ""))
+                    if origin.latency_seconds:
+                        time.sleep(origin.latency_seconds)
                     if reply.rendezvous:
                         try:
                             reply.rendezvous.wait()

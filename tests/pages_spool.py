@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mospool.config import MediaSettings, Settings
-from mospool.spool import Spool, new_id
+from mospool.config import Settings
+from mospool.spool import Spool
 from mospool.worker import Worker
+from tests import build
+from tests.build import local_media
 from tests.origin import Origin, Reply
 
 MEDIA = Path(__file__).resolve().parent / "media"
@@ -38,47 +39,31 @@ class Filed:
 
 
 def publish(spool: Spool, body: bytes, content_type: str = "application/json", seconds: int = 0) -> str:
-    now = dt.datetime.now(dt.UTC).replace(hour=10, minute=0, second=0) + dt.timedelta(seconds=seconds)
-    meta = {"received_at": now.isoformat(), "content_type": content_type, "remote_addr": "203.0.113.7"}
-    return spool.publish(meta, body, new_id(now))
+    """Received today at 10:00:00 plus ``seconds``, so the records sort in the order they are filed here."""
+    ten = dt.datetime.now(dt.UTC).replace(hour=10, minute=0, second=0)
+    return build.publish(spool, body, content_type, ten + dt.timedelta(seconds=seconds), "203.0.113.7")
 
 
 def mms(
     tracking_id: str, urls: list[str], subject: str, text: str | None = None, sender: str = "17745550001"
 ) -> bytes:
-    body: dict[str, object] = {
-        "origin": "MMS_MO", "code": "N401", "from": sender, "to": "18885551234",
-        "copy-to": ["10000123434"], "keyword": "PHOTO", "tracking-id": tracking_id,
-        "timestamp": "2026-11-24T10:00:00Z", "message-subject": subject,
-        "content": [{"file": url} for url in urls],
-    }  # fmt: skip
-    if text is not None:
-        body["message-text"] = text
-    return json.dumps(body).encode()
+    return build.mms(
+        tracking_id, *urls, subject=subject, text=text, sender=sender, copy_to=["10000123434"],
+        keyword="PHOTO", timestamp="2026-11-24T10:00:00Z",
+    )  # fmt: skip
 
 
 def sms(tracking_id: str, text: str, sender: str = "17745550002") -> bytes:
-    body = {
-        "origin": "SMS_MO", "code": "N401", "from": sender, "to": "28444", "keyword": "INFO",
-        "tracking-id": tracking_id, "timestamp": "2026-11-24T10:00:00Z", "message-text": text,
-    }  # fmt: skip
-    return json.dumps(body).encode()
-
-
-BATCH_XML = (
-    b"<POSTBACK>"
-    + b"".join(
-        b"<NOTIFICATION><ORIGIN>SMS_MO</ORIGIN><CODE>N401</CODE><FROM>1555000%d</FROM><TO>28444</TO>"
-        b"<TRACKINGID>batch-%d</TRACKINGID><TEXT>&lt;script&gt;text %d</TEXT></NOTIFICATION>" % (n, n, n)
-        for n in (1, 2)
+    return build.sms(
+        tracking_id, text, sender=sender, to="28444", keyword="INFO", timestamp="2026-11-24T10:00:00Z"
     )
-    + b"</POSTBACK>"
-)
+
+
+BATCH_XML = build.batch("batch-1", "batch-2", text="&lt;script&gt;text {n}")
 
 
 def worker_for(root: Path) -> Worker:
-    media = MediaSettings(allow_private_networks=True, timeout_seconds=5, attempts=1)
-    return Worker(Settings.for_spool(root, media=media))
+    return Worker(Settings.for_spool(root, media=local_media(timeout_seconds=5, attempts=1)))
 
 
 def fill(root: Path, origin: Origin) -> Filed:
@@ -91,11 +76,14 @@ def fill(root: Path, origin: Origin) -> Filed:
     photo_urls = [origin.url(f"/m/{name}") for name in ("photo.jpg", "part.png", "note.txt", "voice.amr")]
     worker = worker_for(root)
     spool = worker.spool
+    first_mms = publish(
+        spool, mms("mms-1", photo_urls, "The crack in my screen", "Here it is, see the photo"), seconds=1
+    )
+    first_sms = publish(spool, sms("sms-1", "Where is my order? 📦"), seconds=2)
+    worker.drain()  # filed before its resend comes: in one drain the two race, and either can be the original
     ids = Filed(
-        mms=publish(
-            spool, mms("mms-1", photo_urls, "The crack in my screen", "Here it is, see the photo"), seconds=1
-        ),
-        sms=publish(spool, sms("sms-1", "Where is my order? 📦"), seconds=2),
+        mms=first_mms,
+        sms=first_sms,
         hostile=publish(
             spool,
             mms(SCRIPT, [origin.url("/m/evil.jpg")], SCRIPT, f"{ATTRIBUTE}\n{RTL_EMOJI}", sender=ATTRIBUTE),

@@ -18,8 +18,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mospool.cli import main
 from mospool.spool import Spool
+from tests.build import mms, publish
 from tests.origin import Origin, Reply
 from tests.servers import REPO, Gunicorn, write_config
+
+# All but one test read a spool that gunicorn and the worker process built, or start them.
+pytestmark = pytest.mark.slow
 
 POSTBACKS = [
     (
@@ -94,28 +98,26 @@ def test_status_for_people_is_not_json(built: Path, capsys: pytest.CaptureFixtur
 
 
 def test_a_worker_killed_mid_download_leaves_one_postback_in_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    origin: Origin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """work/ holds the claimed spool file and its build folder: status and list count the postback once."""
-    with Origin() as origin:
-        url = origin.serve("/slow.jpg", Reply(body=b"x", content_type="image/jpeg", stall_seconds=5))
-        config = write_config(
-            tmp_path / "config.ini", tmp_path / "spool", {"media": {"allow_private_networks": "yes"}}
-        )
-        server = Gunicorn(config).start()
-        try:
-            body = json.dumps({"origin": "MMS_MO", "tracking-id": "slow-1", "content": [{"file": url}]})
-            assert server.post("/postback", body.encode(), {"Content-Type": "application/json"})[0] == 200
-        finally:
-            server.stop()
-        worker = subprocess.Popen([sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO)
-        try:
-            deadline = time.monotonic() + 20
-            while not origin.seen("/slow.jpg") and time.monotonic() < deadline:
-                time.sleep(0.02)
-        finally:
-            worker.kill()
-            worker.wait()
+    url = origin.serve("/slow.jpg", Reply(body=b"x", content_type="image/jpeg", stall_seconds=5))
+    config = write_config(
+        tmp_path / "config.ini", tmp_path / "spool", {"media": {"allow_private_networks": "yes"}}
+    )
+    server = Gunicorn(config).start()
+    try:
+        assert server.post("/postback", mms("slow-1", url), {"Content-Type": "application/json"})[0] == 200
+    finally:
+        server.stop()
+    worker = subprocess.Popen([sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 20
+        while not origin.seen("/slow.jpg") and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        worker.kill()
+        worker.wait()
     work = sorted(p.name for p in (tmp_path / "spool" / "work").iterdir())
     assert len(work) == 2 and work[1] == work[0] + ".postback"  # the build folder and the spool file
     _, status = cli(config, "status", capsys=capsys)
@@ -206,12 +208,10 @@ def test_reindex_reproduces_the_index(
 
 
 def test_retry_puts_a_failed_postback_back_through(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    spool: Spool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = write_config(tmp_path / "config.ini", tmp_path / "spool")
-    spool = Spool(tmp_path / "spool")
-    spool.create()
-    spool.publish({"received_at": dt.datetime.now(dt.UTC).isoformat(), "content_type": "text/xml"}, b"<oops")
+    config = write_config(tmp_path / "config.ini", spool.root)
+    publish(spool, b"<oops", "text/xml")
     run_worker(config)
     _, failed = cli(config, "list", "failed", capsys=capsys)
     code, requeued = cli(config, "retry", failed[0]["id"], capsys=capsys)
@@ -335,17 +335,11 @@ def test_show_lists_nested_fields_as_indented_lines(built: Path, capsys: pytest.
     assert "\n  tracking_id: cli-1\n" in out and "\n    tracking-id: cli-1\n" in out  # message.fields
 
 
-def test_status_ellipsizes_a_long_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_config(tmp_path / "config.ini", tmp_path / "spool")
-    spool = Spool(tmp_path / "spool")
-    spool.create()
-    body = {
-        "origin": "MMS_MO",
-        "tracking-id": "long-1",
-        "content": [{"file": "http://127.0.0.1/a.jpg"}, {"file": "http://127.0.0.2/b.jpg"}],
-    }
-    meta = {"received_at": dt.datetime.now(dt.UTC).isoformat(), "content_type": "application/json"}
-    spool.publish(meta, json.dumps(body).encode())
+def test_status_ellipsizes_a_long_reason(
+    spool: Spool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "config.ini", spool.root)
+    publish(spool, mms("long-1", "http://127.0.0.1/a.jpg", "http://127.0.0.2/b.jpg"))
     run_worker(config)
     (folder,) = spool.failed.glob("*/*/")  # the record folder, not the day's pages
     error = json.loads((folder / "error.json").read_text())
@@ -390,18 +384,13 @@ def test_show_takes_a_unique_prefix_and_names_candidates_when_ambiguous(
     assert "no postback with id 29990101T" in capsys.readouterr().err
 
 
-def test_list_deferred_shows_the_next_try_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with Origin() as origin:
-        url = origin.serve("/busy.jpg", Reply(status=503))
-        config = write_config(
-            tmp_path / "config.ini", tmp_path / "spool", {"media": {"allow_private_networks": "yes"}}
-        )
-        spool = Spool(tmp_path / "spool")
-        spool.create()
-        body = {"origin": "MMS_MO", "tracking-id": "busy-1", "content": [{"file": url}]}
-        meta = {"received_at": dt.datetime.now(dt.UTC).isoformat(), "content_type": "application/json"}
-        postback_id = spool.publish(meta, json.dumps(body).encode())
-        run_worker(config)
+def test_list_deferred_shows_the_next_try_and_why(
+    origin: Origin, spool: Spool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = origin.serve("/busy.jpg", Reply(status=503))
+    config = write_config(tmp_path / "config.ini", spool.root, {"media": {"allow_private_networks": "yes"}})
+    postback_id = publish(spool, mms("busy-1", url))
+    run_worker(config)
     _, rows = cli(config, "list", "deferred", capsys=capsys)
     (row,) = rows
     assert row["id"] == postback_id and row["attempts"] == 1

@@ -158,6 +158,7 @@ BAD_VALUE = "[spool]\ndir = {spool}\n[receiver]\nmax_body_bytes = 1MB\n"
 SPOOL_IS_A_FILE = "[spool]\ndir = {file}\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("text", "expected"), [(BAD_VALUE, "max_body_bytes"), (SPOOL_IS_A_FILE, "[spool] dir")]
 )

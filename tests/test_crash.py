@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +23,11 @@ import pytest
 
 from mospool.index import Index
 from mospool.spool import Spool
+from tests.disk import fill, small_tmpfs
 from tests.origin import Origin, Reply
 from tests.servers import REPO, Gunicorn, KeepAlive, free_port, write_config
-from tests.test_full_disk import fill
+
+pytestmark = pytest.mark.slow  # gunicorn and the worker killed -9 under load, a tmpfs filled up
 
 TOTAL = 3000
 SENDERS = 4
@@ -148,11 +149,11 @@ def killer(services: Services, done: threading.Event, seed: int) -> None:
 
 
 @pytest.fixture
-def origin() -> Iterator[Origin]:
-    with Origin() as server:
-        for n in range(0, TOTAL, 3):
-            server.serve(f"/m/{n}.jpg", Reply(body=photo(n), content_type="image/jpeg"))
-        yield server
+def origin(origin: Origin) -> Origin:
+    """The local origin (tests/conftest.py), serving the photo of every third postback."""
+    for n in range(0, TOTAL, 3):
+        origin.serve(f"/m/{n}.jpg", Reply(body=photo(n), content_type="image/jpeg"))
+    return origin
 
 
 def final_drain(config: Path, spool: Spool) -> None:
@@ -266,13 +267,8 @@ def check_index(spool: Spool, processed: dict[str, Path], duplicates: list[Path]
 def test_full_disk_mid_run_answers_503_and_loses_nothing(
     tmp_path: Path, origin: Origin, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "disk", "16m") as mount_point:
         full_disk_run(mount_point, origin, capsys)
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 def full_disk_run(disk: Path, origin: Origin, capsys: pytest.CaptureFixture[str]) -> None:

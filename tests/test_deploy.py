@@ -100,6 +100,7 @@ class Stack:
         )
 
 
+@pytest.mark.slow
 def test_nginx_accepts_the_shipped_sites(tmp_path: Path) -> None:
     main = render_nginx(tmp_path, tmp_path / "spool", (free_port(), free_port(), free_port()))
     result = subprocess.run(["nginx", "-t", "-c", str(main)], capture_output=True, text=True)
@@ -109,6 +110,7 @@ def test_nginx_accepts_the_shipped_sites(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The shipped nginx site in front of the shipped gunicorn config: every test taking it is marked slow."""
     root = tmp_path_factory.mktemp("deploy")
     spool = root / "spool"
     config = write_config(
@@ -128,6 +130,7 @@ def stored_bodies(stack: Stack) -> list[bytes]:
     return sorted(stack.spool.read(Path(entry.path)).body for entry in stack.spool.waiting())
 
 
+@pytest.mark.slow
 def test_seed_postbacks_over_one_https_keepalive_connection_end_to_end(stack: Stack) -> None:
     photo = stack.origin.serve("/mmsmo/abc123/123wqe.jpeg", Reply(body=JPEG, content_type="image/jpeg"))
     text = stack.origin.serve("/mmsmo/abc123/123w12e.txt", Reply(body=b"hello", content_type="text/plain"))
@@ -200,6 +203,7 @@ def post(stack: Stack, body: bytes, headers: dict[str, str] | None = None, sourc
     return response.status
 
 
+@pytest.mark.slow
 def test_client_forwarded_for_cannot_spoof_the_recorded_address(stack: Stack) -> None:
     body = b'{"origin":"SMS_MO","tracking-id":"spoof-1"}'
     assert post(stack, body, {"X-Forwarded-For": "203.0.113.9"}) == 200
@@ -208,6 +212,7 @@ def test_client_forwarded_for_cannot_spoof_the_recorded_address(stack: Stack) ->
     assert meta["remote_addr"] == "127.0.0.1"
 
 
+@pytest.mark.slow
 def test_nginx_refuses_unlisted_addresses_and_oversized_bodies(stack: Stack) -> None:
     before = stored_bodies(stack)
     assert post(stack, b'{"origin":"SMS_MO"}', source="127.0.0.2") == 403
@@ -216,6 +221,7 @@ def test_nginx_refuses_unlisted_addresses_and_oversized_bodies(stack: Stack) -> 
     assert len(stored_bodies(stack)) == len(before) + 1
 
 
+@pytest.mark.slow
 def test_healthz_only_from_localhost_and_nothing_else_exposed(stack: Stack) -> None:
     def get(path: str, source: str = "127.0.0.1") -> int:
         conn = stack.https(source)
@@ -231,6 +237,7 @@ def test_healthz_only_from_localhost_and_nothing_else_exposed(stack: Stack) -> N
     assert get("/postback/a/b") == 404
 
 
+@pytest.mark.slow
 def test_plain_http_redirects_to_https_except_acme(stack: Stack) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=10)
     conn.request("POST", "/postback", body=b"x")
@@ -246,6 +253,7 @@ def test_plain_http_redirects_to_https_except_acme(stack: Stack) -> None:
     conn.close()
 
 
+@pytest.mark.slow
 def test_access_log_never_holds_the_token(stack: Stack) -> None:
     token = "tok3n-SECRET"
     conn = stack.https()
@@ -284,6 +292,7 @@ def test_install_script_dry_run_prints_every_step() -> None:
     assert Path("/etc/mo-spool").exists() == etc_existed  # a dry run changes nothing
 
 
+@pytest.mark.slow
 def test_slow_clients_do_not_tie_up_gunicorn(stack: Stack) -> None:
     """64 slow-loris connections (more than gunicorn's 2 x 8 threads) hold nginx, not gunicorn."""
     context = ssl.create_default_context()
@@ -307,6 +316,7 @@ def test_slow_clients_do_not_tie_up_gunicorn(stack: Stack) -> None:
             conn.close()
 
 
+@pytest.mark.slow
 def test_oversized_headers_are_refused_by_nginx(stack: Stack) -> None:
     before = stored_bodies(stack)
     status = post(stack, b"x", {"X-Padding": "p" * 20_000})

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
-from mospool.config import Settings, WorkerSettings
+from mospool.config import WorkerSettings
 from mospool.filer import Batch
 from mospool.process import Claimed
 from mospool.record import Filing, Folder
 from mospool.spool import SUFFIX, Spool, State
 from mospool.worker import Worker
-from tests.test_worker import SMS_MO, publish, read_json
+from tests.build import publish, read_json, sms
 
 
 class Outputs:
@@ -40,19 +40,14 @@ class Outputs:
         pass
 
 
-def worker_for(tmp_path: Path, outputs: Outputs, concurrency: int = 4) -> Worker:
-    settings = Settings.for_spool(tmp_path / "spool", worker=WorkerSettings(concurrency=concurrency))
-    return Worker(settings, outputs=[outputs])
+def worker_for(make_worker: Callable[..., Worker], outputs: Outputs, concurrency: int = 4) -> Worker:
+    return make_worker([outputs], worker=WorkerSettings(concurrency=concurrency))
 
 
-def sms(n: int) -> bytes:
-    return SMS_MO.replace(b"sms-1", f"group-{n}".encode())
-
-
-def test_records_handed_in_during_a_commit_share_the_next_one(tmp_path: Path) -> None:
+def test_records_handed_in_during_a_commit_share_the_next_one(make_worker: Callable[..., Worker]) -> None:
     outputs = Outputs()
-    worker = worker_for(tmp_path, outputs)
-    ids = [publish(worker.spool, sms(n)) for n in range(6)]
+    worker = worker_for(make_worker, outputs)
+    ids = [publish(worker.spool, sms(f"group-{n}")) for n in range(6)]
     filer = worker.filer
     with filer._cond:  # a commit is running: everyone who arrives now waits for the next one
         filer._committing = True
@@ -81,12 +76,12 @@ def test_records_handed_in_during_a_commit_share_the_next_one(tmp_path: Path) ->
     assert sorted(row["spool_id"] for row in rows) == sorted(ids)
 
 
-def test_a_record_that_cannot_be_written_does_not_fail_its_group(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
-    spool.create()
-    ids = [publish(spool, sms(n)) for n in range(3)]
+def test_a_record_that_cannot_be_written_does_not_fail_its_group(
+    spool: Spool, make_worker: Callable[..., Worker]
+) -> None:
+    ids = [publish(spool, sms(f"group-{n}")) for n in range(3)]
     outputs = Outputs(fail_for=ids[1])
-    worker = worker_for(tmp_path, outputs)
+    worker = worker_for(make_worker, outputs)
     outcomes = [worker.process(spool.incoming / f"{i}{SUFFIX}") for i in ids]
     assert outcomes == ["processed", "released", "processed"]
     assert (
@@ -99,10 +94,12 @@ def test_a_record_that_cannot_be_written_does_not_fail_its_group(tmp_path: Path)
 
 
 @pytest.mark.parametrize("concurrency", [1, 8])
-def test_drain_files_everything_whatever_the_concurrency(tmp_path: Path, concurrency: int) -> None:
+def test_drain_files_everything_whatever_the_concurrency(
+    make_worker: Callable[..., Worker], concurrency: int
+) -> None:
     outputs = Outputs()
-    worker = worker_for(tmp_path, outputs, concurrency)
-    ids = [publish(worker.spool, sms(n)) for n in range(40)]
+    worker = worker_for(make_worker, outputs, concurrency)
+    ids = [publish(worker.spool, sms(f"group-{n}")) for n in range(40)]
     assert worker.drain() == 40
     assert sorted(outputs.seen) == sorted(ids)
     assert 1 <= commits(worker) <= 40
@@ -125,11 +122,11 @@ def commits(worker: Worker) -> float:
     return value
 
 
-def test_a_try_cut_short_leaves_nothing_in_the_record(tmp_path: Path) -> None:
+def test_a_try_cut_short_leaves_nothing_in_the_record(make_worker: Callable[..., Worker]) -> None:
     """A crash while a failed/ folder was being written, then the next try succeeds: no stale error.json."""
     outputs = Outputs()
-    worker = worker_for(tmp_path, outputs)
-    postback_id = publish(worker.spool, sms(1))
+    worker = worker_for(make_worker, outputs)
+    postback_id = publish(worker.spool, sms("group-1"))
     build = worker.spool.build_dir(postback_id)
     (build / "error.json").write_text('{"stage": "internal"}')
     (build / "media").mkdir()

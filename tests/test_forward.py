@@ -6,24 +6,22 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mospool.cli import main as cli_main
-from mospool.config import ForwardSettings, MediaSettings, Settings
+from mospool.config import ForwardSettings, Settings
 from mospool.forward import Forwarder
 from mospool.metrics import Metrics
 from mospool.outbox import Entry, Outbox
 from mospool.spool import Spool
 from mospool.worker import Worker, outputs_for
+from tests.build import BATCH, JPEG, LOCAL_MEDIA, SMS_MO, STATUS_XML, mms, publish, read_json, sms
 from tests.origin import Origin
 from tests.origin import Reply as MediaReply
 from tests.servers import free_port, write_config
-from tests.test_worker import BATCH, SMS_MO, STATUS_XML, publish
-from tests.test_worker_media import JPEG, mms
 from tests.webhook_app import SECRET, App, Reply, always, fail_first
 
 FAR_FUTURE = time.time() + 10 * 365 * 86400  # deliver_due(now=...): every scheduled retry is due
@@ -47,28 +45,18 @@ class Rig:
         return self.worker.spool
 
     def message(self, postback_id: str, name: str = "message.json") -> dict[str, Any]:
-        value = json.loads((self.spool.record_dir("processed", postback_id) / name).read_bytes())
-        assert isinstance(value, dict)
-        return value
+        return read_json(self.spool.record_dir("processed", postback_id) / name)
 
 
 def rig(tmp_path: Path, url: str, metrics: Metrics | None = None, **changes: Any) -> Rig:
     settings = Settings.for_spool(
-        tmp_path / "spool",
-        forward=forward_settings(url, **changes),
-        media=MediaSettings(allow_private_networks=True, timeout_seconds=3),
+        tmp_path / "spool", forward=forward_settings(url, **changes), media=LOCAL_MEDIA
     )
     spool = Spool(settings.spool.dir)
     spool.create()
     forwarder = Forwarder(settings.forward, spool, metrics, background=False)
     worker = Worker(settings, outputs=[forwarder])
     return Rig(worker, forwarder, Outbox(spool.root))
-
-
-@pytest.fixture
-def app() -> Iterator[App]:
-    with App() as server:
-        yield server
 
 
 def cli(tmp_path: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]:
@@ -101,12 +89,13 @@ def test_every_processed_notice_is_posted_signed_with_its_record(app: App, tmp_p
     assert list(r.outbox.pending.iterdir()) == []
 
 
-def test_the_entry_is_written_with_the_record_and_names_its_media(app: App, tmp_path: Path) -> None:
+def test_the_entry_is_written_with_the_record_and_names_its_media(
+    app: App, origin: Origin, tmp_path: Path
+) -> None:
     r = rig(tmp_path, app.url, media_base_url="https://files.example.com/spool/")
-    with Origin() as origin:
-        photo = origin.serve("/mmsmo/p/photo.jpg", MediaReply(body=JPEG, content_type="image/jpeg"))
-        postback_id = publish(r.spool, mms("mo-media", photo))
-        r.worker.drain()
+    photo = origin.serve("/mmsmo/p/photo.jpg", MediaReply(body=JPEG, content_type="image/jpeg"))
+    postback_id = publish(r.spool, mms("mo-media", photo))
+    r.worker.drain()
     entry = r.outbox.read(f"{postback_id}.001")
     assert entry.webhook_id == f"msg_{postback_id}_001"
     assert (r.outbox.pending / f"{postback_id}.001.json").stat().st_mode & 0o777 == 0o640
@@ -183,7 +172,7 @@ def test_a_4xx_is_parked_shown_and_redeliverable(tmp_path: Path, capsys: pytest.
         metrics = Metrics(tmp_path / "metrics.prom")
         r = rig(tmp_path, app.url, metrics=metrics)
         postback_id = publish(r.spool, SMS_MO)
-        other = publish(r.spool, SMS_MO.replace(b"sms-1", b"sms-2"))
+        other = publish(r.spool, sms("sms-2"))
         r.worker.drain()
         assert r.forwarder.deliver_due() == {"undelivered": 2}
         assert r.outbox.count(r.outbox.pending) == 0
@@ -217,9 +206,10 @@ def test_a_4xx_is_parked_shown_and_redeliverable(tmp_path: Path, capsys: pytest.
     assert tries[0].body == tries[1].body
 
 
-def test_redeliver_names_what_is_not_undelivered(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    Spool(tmp_path / "spool").create()
-    Outbox(tmp_path / "spool").create()
+def test_redeliver_names_what_is_not_undelivered(
+    spool: Spool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Outbox(spool.root).create()
     config = write_config(tmp_path / "cli.ini", tmp_path / "spool")
     assert cli_main(["--config", str(config), "redeliver", "20260101T000000.000000Z-000000000000"]) == 2
     assert "not in undelivered/" in capsys.readouterr().err
@@ -278,7 +268,7 @@ def test_a_stuck_application_never_holds_up_filing(tmp_path: Path) -> None:
         r = rig(tmp_path, app.url, timeout_seconds=60, concurrency=2)
         r.forwarder.start()  # the senders run while the worker files
         try:
-            ids = [publish(r.spool, SMS_MO.replace(b"sms-1", b"sms-%d" % n)) for n in range(20)]
+            ids = [publish(r.spool, sms(f"sms-{n}")) for n in range(20)]
             assert r.worker.drain() == 20  # while both senders are stuck in a request
             assert all(r.spool.filed(postback_id) for postback_id in ids)
             assert len(app.received) <= 2
@@ -293,9 +283,7 @@ def test_a_stuck_application_never_holds_up_filing(tmp_path: Path) -> None:
     assert r.outbox.count(r.outbox.pending) == 0
 
 
-def test_outputs_for_adds_the_forwarder_only_when_configured(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
-    spool.create()
+def test_outputs_for_adds_the_forwarder_only_when_configured(spool: Spool) -> None:
     off = Settings.for_spool(spool.root)
     assert not any(isinstance(output, Forwarder) for output in outputs_for(off, spool, None))  # type: ignore[arg-type]
     on = dataclasses.replace(off, forward=forward_settings("http://127.0.0.1:9/hooks"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,29 +11,25 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from mospool.outbox import Outbox
 from mospool.spool import Spool
+from tests.build import batch, publish, sms
 from tests.servers import REPO, write_config
-from tests.test_worker import publish
 from tests.webhook_app import SECRET, App, Reply
+
+pytestmark = pytest.mark.slow  # the worker process, killed -9 and restarted
 
 HELD = 7  # the postback whose webhook the application holds until the worker is killed
 
 
-def sms(n: int) -> bytes:
-    return json.dumps(
-        {"origin": "SMS_MO", "code": "N401", "from": "17745550001", "to": "28444", "tracking-id": f"crash-{n}",
-         "message-text": f"message {n}"}
-    ).encode()  # fmt: skip
+def numbered_sms(n: int) -> bytes:
+    return sms(f"crash-{n}", f"message {n}", to="28444")
 
 
-def batch(n: int) -> bytes:
-    notices = "".join(
-        f"<NOTIFICATION><ORIGIN>SMS_MO</ORIGIN><CODE>N401</CODE><FROM>1555000{k}</FROM><TO>28444</TO>"
-        f"<TRACKINGID>crash-{n}-{k}</TRACKINGID><TEXT>text {k}</TEXT></NOTIFICATION>"
-        for k in (1, 2, 3)
-    )
-    return f"<POSTBACK>{notices}</POSTBACK>".encode()
+def numbered_batch(n: int) -> bytes:
+    return batch(*(f"crash-{n}-{k}" for k in (1, 2, 3)))
 
 
 def start_worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -54,9 +49,7 @@ def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None
         time.sleep(0.05)
 
 
-def test_kill_9_mid_delivery_loses_nothing_and_repeats_keep_their_id(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
-    spool.create()
+def test_kill_9_mid_delivery_loses_nothing_and_repeats_keep_their_id(spool: Spool, tmp_path: Path) -> None:
     outbox = Outbox(spool.root)
     holding, release = threading.Event(), threading.Event()
     held_id: list[str] = []
@@ -73,7 +66,7 @@ def test_kill_9_mid_delivery_loses_nothing_and_repeats_keep_their_id(tmp_path: P
     expected: dict[str, int] = {}  # postback id -> notices
     for n in range(40):
         body, content_type, count = (
-            (batch(n), "text/xml", 3) if n % 8 == 0 else (sms(n), "application/json", 1)
+            (numbered_batch(n), "text/xml", 3) if n % 8 == 0 else (numbered_sms(n), "application/json", 1)
         )
         expected[publish(spool, body, content_type)] = count
         if n == HELD:
@@ -91,7 +84,7 @@ def test_kill_9_mid_delivery_loses_nothing_and_repeats_keep_their_id(tmp_path: P
             first.wait()
         release.set()
         for n in range(40, 60):
-            expected[publish(spool, sms(n))] = 1
+            expected[publish(spool, numbered_sms(n))] = 1
         wanted = {f"msg_{pid}_{k:03d}" for pid, count in expected.items() for k in range(1, count + 1)}
         second = start_worker(config, log)
         try:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import errno
 import subprocess
 import sys
 import time
@@ -13,29 +11,17 @@ from pathlib import Path
 import pytest
 
 from mospool.spool import SUFFIX, Spool
+from tests.build import publish, sms
+from tests.disk import fill, small_tmpfs
 from tests.servers import REPO, Gunicorn, write_config
+
+pytestmark = pytest.mark.slow  # tmpfs mounts, gunicorn and worker processes
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "disk", "4m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return filler
 
 
 def test_full_disk_answers_503_loses_nothing_and_recovers(small_disk: Path) -> None:
@@ -71,9 +57,7 @@ def test_worker_on_a_full_disk_releases_and_waits_for_the_next_rescan(small_disk
         time.sleep(0.05)
     staging = Spool(small_disk / "staging")  # same disk, not watched: a rename from it needs no space
     staging.create()
-    body = b'{"origin":"SMS_MO","tracking-id":"full-1","message-text":"' + b"x" * 50_000 + b'"}'
-    meta = {"received_at": dt.datetime.now(dt.UTC).isoformat(), "content_type": "application/json"}
-    postback_id = staging.publish(meta, body)
+    postback_id = publish(staging, sms("full-1", "x" * 50_000))
     filler = fill(small_disk)
     name = postback_id + SUFFIX
     (staging.incoming / name).rename(spool.incoming / name)  # arrives while the disk is full

@@ -3,7 +3,6 @@ every one of them (processed/ or failed/) without stopping."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 import tracemalloc
@@ -11,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mospool.config import Settings
 from mospool.parse import ParseError, parse_postback
-from mospool.spool import new_id
 from mospool.worker import Worker
+from tests.build import publish
 
 BAD_SAMPLES = Path(__file__).parent / "postbacks" / "bad"
 
@@ -77,14 +75,8 @@ def test_each_nasty_body_is_fast_small_and_clear(name: str) -> None:
     assert peak < 100 * 2**20
 
 
-def test_the_worker_files_every_nasty_body_and_keeps_running(tmp_path: Path) -> None:
-    worker = Worker(Settings.for_spool(tmp_path / "spool"))
-    ids = {}
-    for name, body in NASTY.items():
-        now = dt.datetime.now(dt.UTC)
-        ids[name] = worker.spool.publish(
-            {"received_at": now.isoformat(), "content_type": None}, body, new_id(now)
-        )
+def test_the_worker_files_every_nasty_body_and_keeps_running(worker: Worker) -> None:
+    ids = {name: publish(worker.spool, body, content_type=None) for name, body in NASTY.items()}
     worker.drain()
     for name, postback_id in ids.items():
         failed = worker.spool.record_dir("failed", postback_id)

@@ -25,7 +25,7 @@ from tests.nginx_stack import loopback_listens, render, wait_for_unix_socket
 from tests.servers import REPO, free_port
 
 # debootstrap, apt-get and pip over the network take minutes on a busy machine: far over the suite's 120 s.
-pytestmark = pytest.mark.timeout(1500)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = "python3,python3-venv,ca-certificates,systemd,openssl"

@@ -8,7 +8,7 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,6 @@ JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
 LOCAL = MediaSettings(
     allow_private_networks=True, timeout_seconds=5, connect_timeout_seconds=2, max_bytes=100_000
 )
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    with Origin() as server:
-        yield server
 
 
 @pytest.fixture

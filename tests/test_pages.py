@@ -6,7 +6,7 @@ import datetime as dt
 import itertools
 import shutil
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
@@ -14,7 +14,7 @@ import html5lib
 import pytest
 
 from mospool.cli import main as cli_main
-from mospool.config import Settings, load_settings
+from mospool.config import load_settings
 from mospool.index import Index
 from mospool.outbox import Outbox
 from mospool.pages import Pages, rebuild
@@ -31,6 +31,7 @@ from mospool.pages.views import (
 from mospool.record import Folder, read_folder
 from mospool.spool import Spool, State, new_id
 from mospool.worker import Worker
+from tests.build import publish
 from tests.origin import Origin
 from tests.pages_spool import (
     ATTRIBUTE,
@@ -224,12 +225,11 @@ def test_the_cli_still_sees_only_record_folders_beside_the_day_pages(
 
 
 def publish_at(spool: Spool, when: dt.datetime, n: int) -> str:
-    meta = {"received_at": when.isoformat(), "content_type": "application/json"}
-    return spool.publish(meta, sms(f"day-{n}", f"text {n}"), new_id(when))
+    return publish(spool, sms(f"day-{n}", f"text {n}"), when=when)
 
 
-def day_worker(tmp_path: Path) -> Worker:
-    worker = Worker(Settings.for_spool(tmp_path / "spool"), outputs=[])
+def day_worker(make_worker: Callable[..., Worker]) -> Worker:
+    worker = make_worker(outputs=[])
     later = itertools.count(0, 60)  # each drain's tick comes a minute after the last: no debounce in the way
     worker.filer.outputs = [Pages(worker.spool, worker.index, per_page=3, clock=lambda: float(next(later)))]
     return worker
@@ -241,8 +241,10 @@ def rows_of(page: Path) -> list[str]:
     return [text_of(list(row)[4]) for row in document.iter(f"{HTML}tr")][1:]
 
 
-def test_a_day_is_cut_into_immutable_full_pages_and_a_short_newest_page(tmp_path: Path) -> None:
-    worker = day_worker(tmp_path)
+def test_a_day_is_cut_into_immutable_full_pages_and_a_short_newest_page(
+    make_worker: Callable[..., Worker],
+) -> None:
+    worker = day_worker(make_worker)
     spool = worker.spool
     start = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
     for n in range(1, 9):
@@ -295,9 +297,9 @@ def page_links(page: Path) -> list[tuple[str, str]]:
 
 
 def test_pages_rebuild_makes_every_page_of_an_existing_spool(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_worker: Callable[..., Worker], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    worker = Worker(Settings.for_spool(tmp_path / "spool"), outputs=[])  # filed before pages existed
+    worker = make_worker(outputs=[])  # filed before pages existed
     start = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.UTC)
     ids = [publish_at(worker.spool, start + dt.timedelta(minutes=n), n) for n in range(3)]
     worker.drain()
@@ -389,9 +391,7 @@ def test_a_dismissed_record_says_so_instead_of_offering_a_retry(
     assert "mospool retry" not in shown
 
 
-def test_the_root_page_shows_webhooks_waiting_and_undelivered(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
-    spool.create()
+def test_the_root_page_shows_webhooks_waiting_and_undelivered(spool: Spool) -> None:
     index = Index(spool.root)
     root = RootPage(spool, index)
     root.write()

@@ -22,6 +22,8 @@ from tests.origin import Origin
 from tests.pages_spool import SCRIPT, Filed, fill
 from tests.servers import free_port
 
+pytestmark = pytest.mark.slow  # chromium and nginx
+
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = REPO / "docs" / "screenshots"

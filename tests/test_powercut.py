@@ -34,6 +34,8 @@ from tests import powercut
 from tests.origin import Origin, Reply
 from tests.servers import REPO, Gunicorn, KeepAlive, write_config
 
+pytestmark = pytest.mark.slow  # loop devices with fresh filesystems, gunicorn and the worker under load
+
 POSTBACK_LIMIT = 20_000  # per run, a bound on the load however long a run takes
 FILED_BEFORE_CUTS = 20
 SEED = int.from_bytes(os.urandom(4))
@@ -195,12 +197,6 @@ def sysctls() -> Iterator[None]:
         powercut.run("modprobe", "xfs")
     with powercut.writeback_off():
         yield
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    with Origin() as server:
-        yield server
 
 
 def power_cuts(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mospool.spool import Spool
+from tests.build import publish
 from tests.servers import REPO, free_port, wait_for_http, write_config
 
 README = (REPO / "README.md").read_text()
@@ -32,8 +32,11 @@ def test_try_it_warns_that_the_local_setting_must_never_reach_production() -> No
     assert "allow_private_networks = yes" in warning and "never" in warning and "production" in warning
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("allow", ["yes", "no"])
-def test_the_try_it_mms_is_filed_with_its_media_only_with_the_setting(tmp_path: Path, allow: str) -> None:
+def test_the_try_it_mms_is_filed_with_its_media_only_with_the_setting(
+    spool: Spool, tmp_path: Path, allow: str
+) -> None:
     """The README's own commands: a folder served by `python3 -m http.server`, its MMS body, the worker."""
     try_it = section("Try it")
     content = re.search(r"printf '(.*?)' > /tmp/mms/note.txt", try_it)
@@ -51,11 +54,8 @@ def test_the_try_it_mms_is_filed_with_its_media_only_with_the_setting(tmp_path: 
         config = write_config(
             tmp_path / "config.ini", tmp_path / "spool", {"media": {"allow_private_networks": allow}}
         )
-        spool = Spool(tmp_path / "spool")
-        spool.create()
         posted = body.group(1).replace("127.0.0.1:8000", f"127.0.0.1:{port}").encode()
-        meta = {"received_at": dt.datetime.now(dt.UTC).isoformat(), "content_type": "application/json"}
-        spool.publish(meta, posted)
+        publish(spool, posted)
         subprocess.run(
             [sys.executable, "spool_worker.py", "--config", str(config), "--once"], cwd=REPO, check=True
         )

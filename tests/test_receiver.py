@@ -11,6 +11,8 @@ import pytest
 from mospool.spool import Spool
 from tests.servers import Gunicorn, write_config
 
+pytestmark = pytest.mark.slow  # a real gunicorn
+
 TOKEN = "s3cret-Token_1"
 SEEDS = {
     "json": (b'{"origin":"MMS_MO","code":"N401","tracking-id":"mo123xyz"}', "application/json"),

@@ -13,6 +13,8 @@ import pytest
 
 from tests.servers import REPO, free_port, wait_for_http, write_config
 
+pytestmark = pytest.mark.slow  # scripts/run-local: gunicorn and the worker
+
 
 def wait_for_line(log: Path, text: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout

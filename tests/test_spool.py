@@ -24,13 +24,6 @@ from mospool.spool import (
 )
 
 
-@pytest.fixture
-def spool(tmp_path: Path) -> Spool:
-    spool = Spool(tmp_path / "spool")
-    spool.create()
-    return spool
-
-
 def test_publish_round_trips_exact_bytes_and_metadata(spool: Spool) -> None:
     body = b'{"origin":"MMS_MO"}\n\x00\xff raw \r\n bytes'
     meta = {"received_at": "2026-11-24T03:00:00+00:00", "remote_addr": "192.0.2.7", "content_type": "x/y"}

@@ -10,60 +10,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from mospool.config import Settings, WorkerSettings
+from mospool.config import WorkerSettings
 from mospool.index import Index
-from mospool.spool import SUFFIX, Spool, new_id
+from mospool.spool import SUFFIX, Spool
 from mospool.worker import EXIT_OBSERVER_DIED, Worker
+from tests.build import BATCH, SMS_MO, STATUS_XML, publish, read_json, sms
 from tests.servers import REPO, write_config
-
-SMS_MO = (
-    b'{"origin":"SMS_MO","code":"N401","from":"17745550001","to":"18885551234",'
-    b'"tracking-id":"sms-1","message-text":"hello"}'
-)
-STATUS_XML = (
-    b"<postback><origin>MMS_MT</origin><code>N101</code><to>17745550001</to>"
-    b"<tracking-id>mt-1</tracking-id><status-details>Delivered to handset</status-details></postback>"
-)
-BATCH = (
-    b"<POSTBACK>"
-    + b"".join(
-        b"<NOTIFICATION><ORIGIN>SMS_MO</ORIGIN><CODE>N401</CODE><FROM>1555000%d</FROM><TO>28444</TO>"
-        b"<TRACKINGID>batch-%d</TRACKINGID><TEXT>text %d</TEXT></NOTIFICATION>" % (n, n, n)
-        for n in (1, 2, 3)
-    )
-    + b"</POSTBACK>"
-)
-
-
-def settings_for(tmp_path: Path, rescan_seconds: float = 30.0) -> Settings:
-    return Settings.for_spool(tmp_path / "spool", worker=WorkerSettings(rescan_seconds=rescan_seconds))
-
-
-def publish(
-    spool: Spool, body: bytes, content_type: str = "application/json", when: dt.datetime | None = None
-) -> str:
-    now = when or dt.datetime.now(dt.UTC)
-    meta = {"received_at": now.isoformat(), "content_type": content_type, "remote_addr": "192.0.2.1"}
-    return spool.publish(meta, body, new_id(now))
 
 
 def folder(spool: Spool, state: str, postback_id: str) -> Path:
     return spool.record_dir(state, postback_id)
-
-
-def read_json(path: Path) -> dict[str, object]:
-    value = json.loads(path.read_bytes())
-    assert isinstance(value, dict)
-    return value
-
-
-@pytest.fixture
-def worker(tmp_path: Path) -> Worker:
-    return Worker(settings_for(tmp_path))
 
 
 def test_drain_files_each_postback_as_a_readable_record(worker: Worker) -> None:
@@ -118,7 +79,7 @@ def test_malformed_postback_is_filed_under_failed_with_the_reason(worker: Worker
 def test_retry_of_the_same_notification_is_a_duplicate(worker: Worker) -> None:
     first = publish(worker.spool, SMS_MO)
     worker.drain()
-    again = publish(worker.spool, SMS_MO.replace(b'"hello"', b'"hello (resent)"'))
+    again = publish(worker.spool, sms(text="hello (resent)"))
     worker.drain()
     note = read_json(folder(worker.spool, "duplicates", again) / "duplicate.json")
     assert note["duplicate_of"] == first
@@ -186,8 +147,8 @@ def test_recover_removes_only_stale_tmp_files(worker: Worker) -> None:
     assert sorted(p.name for p in worker.spool.tmp.iterdir()) == ["fresh.postback"]
 
 
-def test_running_worker_removes_stale_tmp_files_at_each_rescan(tmp_path: Path) -> None:
-    worker = Worker(settings_for(tmp_path, rescan_seconds=0.2))
+def test_running_worker_removes_stale_tmp_files_at_each_rescan(make_worker: Callable[..., Worker]) -> None:
+    worker = make_worker(worker=WorkerSettings(rescan_seconds=0.2))
     thread, result = run_in_thread(worker)
     stale = leave_tmp_files(worker)  # after the worker started: only a rescan can find it
     deadline = time.monotonic() + 5
@@ -226,8 +187,8 @@ def run_in_thread(worker: Worker) -> tuple[threading.Thread, list[int]]:
     return thread, result
 
 
-def test_live_observer_files_a_new_postback_within_two_seconds(tmp_path: Path) -> None:
-    worker = Worker(settings_for(tmp_path, rescan_seconds=3600))  # only the inotify hint can find it
+def test_live_observer_files_a_new_postback_within_two_seconds(make_worker: Callable[..., Worker]) -> None:
+    worker = make_worker(worker=WorkerSettings(rescan_seconds=3600))  # only the inotify hint can find it
     thread, result = run_in_thread(worker)
     time.sleep(0.3)  # let the start-up scan pass, so the file arrives as an event
     postback_id = publish(worker.spool, SMS_MO)
@@ -240,17 +201,15 @@ def test_live_observer_files_a_new_postback_within_two_seconds(tmp_path: Path) -
     assert result == [0]
 
 
-def test_dead_observer_makes_the_worker_exit_non_zero(tmp_path: Path) -> None:
-    worker = Worker(settings_for(tmp_path))
+def test_dead_observer_makes_the_worker_exit_non_zero(worker: Worker) -> None:
     thread, result = run_in_thread(worker)
     worker.observer.stop()
     thread.join(10)
     assert result == [EXIT_OBSERVER_DIED]
 
 
-def test_worker_process_once_and_sigterm(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
-    spool.create()
+@pytest.mark.slow
+def test_worker_process_once_and_sigterm(spool: Spool, tmp_path: Path) -> None:
     postback_id = publish(spool, SMS_MO)
     config = write_config(tmp_path / "config.ini", spool.root)
     once = subprocess.run([sys.executable, "spool_worker.py", "--config", str(config), "--once"], cwd=REPO)
@@ -270,11 +229,10 @@ def test_worker_process_once_and_sigterm(tmp_path: Path) -> None:
     assert daemon.returncode == 0
 
 
-def test_sigterm_with_a_backlog_exits_0_and_logs_no_error(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
-    spool.create()
+@pytest.mark.slow
+def test_sigterm_with_a_backlog_exits_0_and_logs_no_error(spool: Spool, tmp_path: Path) -> None:
     for n in range(2000):
-        publish(spool, SMS_MO.replace(b"sms-1", f"backlog-{n}".encode()))
+        publish(spool, sms(f"backlog-{n}"))
     config = write_config(tmp_path / "config.ini", spool.root)
     daemon = subprocess.Popen(
         [sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO, stderr=subprocess.PIPE
@@ -289,6 +247,7 @@ def test_sigterm_with_a_backlog_exits_0_and_logs_no_error(tmp_path: Path) -> Non
     assert any(spool.incoming.iterdir()), "the backlog was finished before the stop: the test proves nothing"
 
 
+@pytest.mark.slow
 def test_bad_config_exits_with_a_clear_message(tmp_path: Path) -> None:
     config = tmp_path / "bad.ini"
     config.write_text("[spool]\ndir = spool\n[worker]\nconcurrency = many\n")

@@ -2,69 +2,30 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mospool.cli import main as cli_main
-from mospool.config import MediaSettings, Settings
-from mospool.spool import Spool, new_id
 from mospool.worker import Worker
+from tests.build import JPEG, local_media, mms, publish, read_json
 from tests.origin import Origin, Reply
 from tests.servers import REPO, write_config
 
-JPEG = b"\xff\xd8\xff\xe0" + b"jpeg data " * 500
 
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    with Origin() as server:
-        yield server
-
-
-def mms(tracking_id: str, *urls: str) -> bytes:
-    body = {
-        "origin": "MMS_MO", "code": "N401", "from": "17745550001", "to": "18885551234",
-        "tracking-id": tracking_id, "timestamp": "2026-04-24T18:34:00Z", "message-subject": "Hi",
-        "content": [{"file": url} for url in urls],
-    }  # fmt: skip
-    return json.dumps(body).encode()
-
-
-def publish(spool: Spool, body: bytes) -> str:
-    now = dt.datetime.now(dt.UTC)
-    meta = {"received_at": now.isoformat(), "content_type": "application/json"}
-    return spool.publish(meta, body, new_id(now))
-
-
-def worker_for(tmp_path: Path, **media: Any) -> Worker:
-    settings = MediaSettings(allow_private_networks=True, timeout_seconds=3, **media)
-    return Worker(Settings.for_spool(tmp_path / "spool", media=settings))
-
-
-def load(path: Path) -> dict[str, Any]:
-    value = json.loads(path.read_bytes())
-    assert isinstance(value, dict)
-    return value
-
-
-def test_mms_with_photo_and_text_is_filed_with_its_media(origin: Origin, tmp_path: Path) -> None:
-    worker = worker_for(tmp_path)
+def test_mms_with_photo_and_text_is_filed_with_its_media(origin: Origin, worker: Worker) -> None:
     photo = origin.serve("/mmsmo/abc/123wqe.jpeg", Reply(body=JPEG, content_type="image/jpeg"))
     text = origin.serve("/mmsmo/abc/123w12e.txt", Reply(body=b"See you at 5", content_type="text/plain"))
     smil = origin.serve("/mmsmo/abc/layout.smil", Reply(body=b"<smil/>", content_type="application/smil"))
     postback_id = publish(worker.spool, mms("mo1", photo, text, smil))
     worker.drain()
     record = worker.spool.record_dir("processed", postback_id)
-    message = load(record / "message.json")
+    message = read_json(record / "message.json")
     assert [part["file"] for part in message["media"]] == [
         "media/01-123wqe.jpg", "media/02-123w12e.txt", "media/03-layout.smil",
     ]  # fmt: skip
@@ -75,13 +36,12 @@ def test_mms_with_photo_and_text_is_filed_with_its_media(origin: Origin, tmp_pat
     assert message["subject"] == "Hi"
 
 
-def test_missing_part_fails_at_once_naming_it(origin: Origin, tmp_path: Path) -> None:
-    worker = worker_for(tmp_path)
+def test_missing_part_fails_at_once_naming_it(origin: Origin, worker: Worker) -> None:
     good = origin.serve("/ok.jpg", Reply(body=JPEG, content_type="image/jpeg"))
     postback_id = publish(worker.spool, mms("mo2", good, origin.url("/gone.jpg")))
     worker.drain()
     record = worker.spool.record_dir("failed", postback_id)
-    error = load(record / "error.json")
+    error = read_json(record / "error.json")
     assert error["stage"] == "media"
     assert error["parts"] == [
         {"url": origin.url("/gone.jpg"), "error": "HTTP 404 Not Found", "permanent": True}
@@ -91,57 +51,62 @@ def test_missing_part_fails_at_once_naming_it(origin: Origin, tmp_path: Path) ->
 
 
 def test_transient_failures_are_retried_on_schedule_without_refetching(
-    origin: Origin, tmp_path: Path
+    origin: Origin, make_worker: Callable[..., Worker]
 ) -> None:
-    worker = worker_for(tmp_path, retry_base_seconds=0.2)
+    worker = make_worker(media=local_media(retry_base_seconds=0.2))
     flaky = origin.serve("/flaky.jpg", Reply(503), Reply(503), Reply(body=JPEG, content_type="image/jpeg"))
     steady = origin.serve("/steady.txt", Reply(body=b"hello", content_type="text/plain"))
     postback_id = publish(worker.spool, mms("mo3", flaky, steady))
     worker.drain()
-    retry = load(worker.spool.deferred / postback_id / "retry.json")
+    retry = read_json(worker.spool.deferred / postback_id / "retry.json")
     assert retry["attempts"] == 1
     assert worker.drain() == 0  # not due yet: nothing to do
     time.sleep(0.25)
     worker.drain()
-    assert load(worker.spool.deferred / postback_id / "retry.json")["attempts"] == 2
+    assert read_json(worker.spool.deferred / postback_id / "retry.json")["attempts"] == 2
     time.sleep(0.45)
     worker.drain()
-    message = load(worker.spool.record_dir("processed", postback_id) / "message.json")
+    message = read_json(worker.spool.record_dir("processed", postback_id) / "message.json")
     assert message["text"] == "hello"
     assert (origin.seen("/flaky.jpg"), origin.seen("/steady.txt")) == (3, 1)
     assert list(worker.spool.deferred.iterdir()) == []
 
 
-def test_retries_give_up_after_the_configured_attempts(origin: Origin, tmp_path: Path) -> None:
-    worker = worker_for(tmp_path, retry_base_seconds=0.05, attempts=2)
+def test_retries_give_up_after_the_configured_attempts(
+    origin: Origin, make_worker: Callable[..., Worker]
+) -> None:
+    worker = make_worker(media=local_media(retry_base_seconds=0.05, attempts=2))
     postback_id = publish(worker.spool, mms("mo4", origin.serve("/down.jpg", Reply(500))))
     worker.drain()
     time.sleep(0.1)
     worker.drain()
-    error = load(worker.spool.record_dir("failed", postback_id) / "error.json")
+    error = read_json(worker.spool.record_dir("failed", postback_id) / "error.json")
     assert error["stage"] == "media"
     assert error["error"].startswith("gave up after 2 attempts")
     assert len(error["history"]) == 2
 
 
-def test_retry_after_header_stretches_the_delay(origin: Origin, tmp_path: Path) -> None:
-    worker = worker_for(tmp_path, retry_base_seconds=0.05)
+def test_retry_after_header_stretches_the_delay(origin: Origin, make_worker: Callable[..., Worker]) -> None:
+    worker = make_worker(media=local_media(retry_base_seconds=0.05))
     postback_id = publish(
         worker.spool, mms("mo5", origin.serve("/busy.jpg", Reply(429, headers={"Retry-After": "120"})))
     )
     worker.drain()
-    retry = load(worker.spool.deferred / postback_id / "retry.json")
+    retry = read_json(worker.spool.deferred / postback_id / "retry.json")
     assert retry["next_try_epoch"] - time.time() > 100
 
 
-def test_a_restart_keeps_the_retry_schedule(origin: Origin, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_restart_keeps_the_retry_schedule(
+    origin: Origin, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
     # 2 s: long enough for a new process to start and scan on a busy machine, well before the retry is due
-    worker = worker_for(tmp_path, retry_base_seconds=2.0)
+    worker = make_worker(media=local_media(retry_base_seconds=2.0))
     url = origin.serve("/later.jpg", Reply(503), Reply(body=JPEG, content_type="image/jpeg"))
     postback_id = publish(worker.spool, mms("mo6", url))
     worker.drain()
     worker.close()
-    due = load(worker.spool.deferred / postback_id / "retry.json")["next_try_epoch"]
+    due = read_json(worker.spool.deferred / postback_id / "retry.json")["next_try_epoch"]
     config = write_config(
         tmp_path / "config.ini", tmp_path / "spool", {"media": {"allow_private_networks": "yes"}}
     )
@@ -153,8 +118,7 @@ def test_a_restart_keeps_the_retry_schedule(origin: Origin, tmp_path: Path) -> N
     assert (worker.spool.record_dir("processed", postback_id) / "media" / "01-later.jpg").read_bytes() == JPEG
 
 
-def test_a_duplicate_mms_does_not_fetch_media_again(origin: Origin, tmp_path: Path) -> None:
-    worker = worker_for(tmp_path)
+def test_a_duplicate_mms_does_not_fetch_media_again(origin: Origin, worker: Worker) -> None:
     url = origin.serve("/once.jpg", Reply(body=JPEG, content_type="image/jpeg"))
     publish(worker.spool, mms("mo7", url))
     worker.drain()
@@ -165,12 +129,11 @@ def test_a_duplicate_mms_does_not_fetch_media_again(origin: Origin, tmp_path: Pa
 
 
 def test_cli_retry_succeeds_once_the_server_is_fixed(
-    origin: Origin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    origin: Origin, tmp_path: Path, worker: Worker, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_config(
         tmp_path / "config.ini", tmp_path / "spool", {"media": {"allow_private_networks": "yes"}}
     )
-    worker = worker_for(tmp_path)
     postback_id = publish(worker.spool, mms("mo8", origin.url("/fixed-later.jpg")))
     worker.drain()
     assert worker.spool.record_dir("failed", postback_id).is_dir()
@@ -179,13 +142,13 @@ def test_cli_retry_succeeds_once_the_server_is_fixed(
     capsys.readouterr()
     worker.drain()
     record = worker.spool.record_dir("processed", postback_id)
-    assert load(record / "message.json")["tracking_id"] == "mo8"
+    assert read_json(record / "message.json")["tracking_id"] == "mo8"
     assert not worker.spool.record_dir("failed", postback_id).exists()
     assert list(worker.spool.root.joinpath("duplicates").iterdir()) == []  # not a duplicate of itself
 
 
-def test_postbacks_share_kept_alive_connections(origin: Origin, tmp_path: Path) -> None:
-    worker = worker_for(tmp_path, parallel_downloads=2)
+def test_postbacks_share_kept_alive_connections(origin: Origin, make_worker: Callable[..., Worker]) -> None:
+    worker = make_worker(media=local_media(parallel_downloads=2))
     ids = []
     for n in range(6):
         photo = origin.serve(f"/{n}/photo.jpg", Reply(body=JPEG, content_type="image/jpeg"))
@@ -194,7 +157,7 @@ def test_postbacks_share_kept_alive_connections(origin: Origin, tmp_path: Path) 
     assert worker.drain() == 6
     worker.close()
     for n, postback_id in enumerate(ids):
-        message = load(worker.spool.record_dir("processed", postback_id) / "message.json")
+        message = read_json(worker.spool.record_dir("processed", postback_id) / "message.json")
         assert message["text"] == f"note {n}"
     assert len(origin.requests) == 12
     assert origin.connections <= 2  # at most parallel_downloads, across all the worker's postbacks

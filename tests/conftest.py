@@ -1,0 +1,63 @@
+"""Fixtures shared by the test modules: the local media origin, the webhook application, a spool and a worker.
+
+The inner loop is `scripts/test -m "not slow"`, under a minute: it leaves out the tests marked slow, those that
+start gunicorn, nginx, chromium or the worker as a process, mount a loop device or a tmpfs, or install Debian
+with debootstrap. `scripts/test` (what CI runs) runs them all. Postback bodies and publish() are in
+tests/build.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mospool.config import Settings
+from mospool.filer import Output
+from mospool.spool import Spool
+from mospool.worker import Worker
+from tests.build import LOCAL_MEDIA
+from tests.origin import Origin
+from tests.webhook_app import App
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    """Sinch's content servers, played on 127.0.0.1 over HTTP: script each path with origin.serve()."""
+    with Origin() as server:
+        yield server
+
+
+@pytest.fixture
+def app() -> Iterator[App]:
+    """The business's application taking webhooks, verifying each; it accepts everything unless scripted."""
+    with App() as server:
+        yield server
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    """An empty spool at tmp_path/spool, where the worker fixtures file too."""
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    return spool
+
+
+@pytest.fixture
+def make_worker(tmp_path: Path) -> Callable[..., Worker]:
+    """make_worker(outputs=None, **sections): a Worker on tmp_path/spool with the given settings sections
+    (Settings.for_spool's), the rest default but for media: fetched from 127.0.0.1 too (tests/build.py's
+    LOCAL_MEDIA) unless media= says otherwise. The outputs default to the configured ones (pages)."""
+
+    def make(outputs: Sequence[Output] | None = None, **sections: Any) -> Worker:
+        sections.setdefault("media", LOCAL_MEDIA)
+        return Worker(Settings.for_spool(tmp_path / "spool", **sections), outputs)
+
+    return make
+
+
+@pytest.fixture
+def worker(make_worker: Callable[..., Worker]) -> Worker:
+    return make_worker()
