@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing
 import statistics
 import tempfile
@@ -29,7 +28,7 @@ from bench.filesystem import fresh_ext4
 from mospool.config import Settings, WorkerSettings
 from mospool.outputs import webhooks
 from mospool.outputs.webhooks import ForwardSettings
-from mospool.store import Outbox, Spool
+from mospool.store import Entry, Outbox, Spool
 from mospool.worker import Worker
 from tests.build import publish, sms
 from tests.nginx_stack import main_conf, running_nginx
@@ -113,7 +112,7 @@ def measure(count: int, concurrency: int = 4, rounds: int = 5) -> dict[str, floa
         # In a child process: the worker holds a descriptor on the spool (for syncfs) until it exits.
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as child:
             entries = child.submit(filed_outbox, spool_dir, count, settings).result()
-        bodies = [json.loads(data)["body"].encode() for data in entries.values()]
+        bodies = [Entry.from_bytes(name, data).body for name, data in entries.items()]
         mine, plain, ratios = [], [], []
         for number in range(rounds):
             if number % 2:
