@@ -15,10 +15,11 @@ from typing import Any, NoReturn
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
+import mospool.outputs  # noqa: F401 (each output registers its config.ini section)
 from mospool import logs
 from mospool.config import CONFIG_ENV, EXIT_CONFIG, ConfigError, config_path, load_settings, spool_problem
 from mospool.receiver import create_app
-from mospool.spool import SpoolError
+from mospool.store import SpoolError
 
 # gunicorn's own "worker failed to boot" status: its arbiter then stops instead of forking workers forever.
 GUNICORN_WORKER_BOOT_ERROR = 3

@@ -17,7 +17,7 @@ import threading
 
 from mospool import logs
 from mospool.config import CONFIG_ENV, EXIT_CONFIG, ConfigError, config_path, load_settings, spool_problem
-from mospool.spool import SpoolError
+from mospool.store import SpoolError
 from mospool.worker import Worker
 
 log = logging.getLogger("mospool.spool_worker")

@@ -1,7 +1,7 @@
 """Webhook delivery rate, side by side with a plain pooled client in the same run.
 
 Both post the same bodies, with the same concurrency, to the same local application: an nginx that answers
-204 to any POST, so what is measured is the sending side. mo-spool is the real ``Forwarder`` (its sender
+204 to any POST, so what is measured is the sending side. mo-spool is the real webhooks output (its sender
 threads, reading each outbox entry, checking its record is filed, signing, removing the entry); the baseline
 is a ``urllib3.PoolManager`` shared by as many threads, with the same client settings (no retries, the same
 request timeout), posting the bodies from memory, unsigned.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing
 import statistics
 import tempfile
@@ -26,10 +25,10 @@ from pathlib import Path
 import urllib3
 
 from bench.filesystem import fresh_ext4
-from mospool.config import ForwardSettings, Settings, WorkerSettings
-from mospool.forward import Forwarder
-from mospool.outbox import Outbox
-from mospool.spool import Spool
+from mospool.config import Settings, WorkerSettings
+from mospool.outputs import webhooks
+from mospool.outputs.webhooks import ForwardSettings
+from mospool.store import Entry, Outbox, Spool
 from mospool.worker import Worker
 from tests.build import publish, sms
 from tests.nginx_stack import main_conf, running_nginx
@@ -63,7 +62,7 @@ def filed_outbox(spool_dir: Path, count: int, settings: ForwardSettings) -> dict
         body = sms(f"bench-{n}", f"message {n}", sender=f"1774555{n:04d}", to="28444")
         publish(spool, body, when=start + dt.timedelta(microseconds=n))
     config = Settings.for_spool(spool_dir, worker=WorkerSettings(concurrency=2), forward=settings)
-    forwarder = Forwarder(settings, spool, background=False)
+    forwarder = webhooks.create(settings, spool, background=False)
     worker = Worker(config, outputs=[forwarder])
     worker.drain()
     worker.close()
@@ -75,13 +74,13 @@ def forwarder_rate(spool_dir: Path, entries: dict[str, bytes], settings: Forward
     outbox = Outbox(spool_dir)
     for name, data in entries.items():
         outbox.entry_path(name).write_bytes(data)
-    forwarder = Forwarder(settings, Spool(spool_dir), rescan_seconds=3600)
+    delivery = webhooks.create(settings, Spool(spool_dir), rescan_seconds=3600).delivery
     started = time.perf_counter()
-    forwarder.start()
-    while forwarder.scheduled():
+    delivery.start()
+    while delivery.scheduled():
         time.sleep(0.05)
     seconds = time.perf_counter() - started
-    forwarder.close()
+    delivery.close()
     assert outbox.count(outbox.pending) == 0 and outbox.count(outbox.undelivered) == 0
     return len(entries) / seconds
 
@@ -113,7 +112,7 @@ def measure(count: int, concurrency: int = 4, rounds: int = 5) -> dict[str, floa
         # In a child process: the worker holds a descriptor on the spool (for syncfs) until it exits.
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as child:
             entries = child.submit(filed_outbox, spool_dir, count, settings).result()
-        bodies = [json.loads(data)["body"].encode() for data in entries.values()]
+        bodies = [Entry.from_bytes(name, data).body for name, data in entries.items()]
         mine, plain, ratios = [], [], []
         for number in range(rounds):
             if number % 2:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench.media_origin import MediaOrigin
-from mospool.spool import encode, new_id
+from mospool.store import encode, new_id
 from tests.build import mms, sms
 
 REPO = Path(__file__).resolve().parent.parent

@@ -45,8 +45,9 @@ def on_starting(server: Any) -> None:
     status 2, like the worker and the CLI, instead of workers failing to boot being forked again and again."""
     import sys
 
+    import mospool.outputs  # noqa: F401 (each output registers its config.ini section)
     from mospool.config import EXIT_CONFIG, ConfigError, config_path, load_settings, spool_problem
-    from mospool.spool import Spool, SpoolError
+    from mospool.store import Spool, SpoolError
 
     config = config_path()
     try:

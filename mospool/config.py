@@ -5,17 +5,26 @@ Every error names the section and key, so a typo stops start-up with a message a
 
 from __future__ import annotations
 
-import base64
-import binascii
 import configparser
 import dataclasses
-import ipaddress
 import os
-import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mospool.values import (
+    Network,
+    boolean,
+    log_level,
+    networks,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    token,
+    url_path,
+    words,
+)
 
 CONFIG_ENV = "MOSPOOL_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.ini"
@@ -23,8 +32,6 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.ini"
 INSTALLED_CONFIG = Path("/etc/mo-spool/config.ini")
 # What every entry point exits with when the config or the spool it names is unusable.
 EXIT_CONFIG = 2
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(ValueError):
@@ -84,27 +91,24 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True)
-class ForwardSettings:
-    """Webhook delivery of each filed message to the business's application; off while ``url`` is empty."""
+class LoggingSettings:
+    level: str = "INFO"
 
-    url: str = ""
-    secret: str = ""  # whsec_<base64>, the Standard Webhooks form
-    timeout_seconds: float = 10.0
-    concurrency: int = 4
-    attempts: int = 12
-    retry_base_seconds: float = 30.0
-    give_up_after_seconds: float = 24 * 3600.0
-    states: tuple[str, ...] = ("processed",)
-    media_base_url: str = ""
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.url)
+Parser = Callable[[str], Any]
 
 
 @dataclass(frozen=True)
-class PagesSettings:
-    enabled: bool = True
+class Section:
+    """One [section] of config.ini: its settings dataclass (every field with a default but [spool] dir), the
+    parser of each key (the key names are the config file's contract), the keys never echoed back, and a
+    rule across keys (``check`` returns what is wrong, or None)."""
+
+    name: str
+    settings: type[Any]
+    keys: Mapping[str, Parser]
+    secret_keys: frozenset[str] = frozenset()
+    check: Callable[[Any], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,181 +119,98 @@ class Settings:
     media: MediaSettings = MediaSettings()
     retention: RetentionSettings = RetentionSettings()
     monitor: MonitorSettings = MonitorSettings()
-    forward: ForwardSettings = ForwardSettings()
-    pages: PagesSettings = PagesSettings()
     log_level: str = "INFO"
+    # Each output's settings, by its config section (mospool.outputs): what the registry's outputs declare.
+    outputs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def for_spool(cls, spool_dir: Path, **sections: Any) -> Settings:
-        """Defaults everywhere but the spool: what tests and scripts build by hand."""
-        return cls(spool=SpoolSettings(dir=Path(spool_dir)), **sections)
+        """Defaults everywhere but the spool and the sections given (an output's too, by its name)."""
+        core = {name: value for name, value in sections.items() if name in _CORE_FIELDS}
+        outputs = {section.name: section.settings() for section in output_sections()}
+        outputs.update((name, value) for name, value in sections.items() if name not in _CORE_FIELDS)
+        return cls(spool=SpoolSettings(dir=Path(spool_dir)), **core, outputs=outputs)
+
+    def output(self, section: Section) -> Any:
+        """An output's settings: as configured, or its defaults when config.ini has no such section."""
+        found = self.outputs.get(section.name)
+        return section.settings() if found is None else found
 
 
-# --- value parsers: each takes the raw string and returns the typed value or raises ValueError
+CORE_SECTIONS = (
+    Section("spool", SpoolSettings, {"dir": str, "tmp_grace_seconds": positive_int}),
+    Section(
+        "receiver",
+        ReceiverSettings,
+        {
+            "path": url_path,
+            "max_body_bytes": positive_int,
+            "min_free_bytes": non_negative_int,
+            "allowed_networks": networks,
+            "trusted_proxy_count": non_negative_int,
+            "token": token,
+            "retry_after_seconds": positive_int,
+        },
+    ),
+    Section(
+        "worker",
+        WorkerSettings,
+        {
+            "concurrency": positive_int,
+            "rescan_seconds": positive_float,
+            "stop_timeout_seconds": positive_float,
+        },
+    ),
+    Section(
+        "media",
+        MediaSettings,
+        {
+            "connect_timeout_seconds": positive_float,
+            "timeout_seconds": positive_float,
+            "max_bytes": positive_int,
+            "allowed_schemes": words,
+            "allowed_hosts": words,
+            "allow_private_networks": boolean,
+            "max_redirects": non_negative_int,
+            "parallel_downloads": positive_int,
+            "attempts": positive_int,
+            "retry_base_seconds": positive_float,
+            "give_up_after_seconds": positive_float,
+        },
+    ),
+    Section(
+        "retention",
+        RetentionSettings,
+        {"processed_days": positive_int, "failed_days": positive_int, "duplicates_days": positive_int},
+    ),
+    Section("monitor", MonitorSettings, {"metrics_textfile": str, "backlog_alert_seconds": positive_int}),
+    Section("logging", LoggingSettings, {"level": log_level}),
+)
+_CORE_FIELDS = {field.name for field in dataclasses.fields(Settings)} - {"outputs"}
+_CORE_SECTION_NAMES = {section.name for section in CORE_SECTIONS}
 
 
-def _non_negative_int(raw: str) -> int:
-    digits = raw.replace("_", "")
-    if not digits.lstrip("-").isdecimal():
-        raise ValueError("must be a whole number such as 1048576, without a unit (no KB, MB, s)")
-    value = int(digits)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
+_SECTIONS: dict[str, Section] = {section.name: section for section in CORE_SECTIONS}
 
 
-def _positive_int(raw: str) -> int:
-    value = _non_negative_int(raw)
-    if value == 0:
-        raise ValueError("must be at least 1")
-    return value
+def register_section(section: Section) -> None:
+    """Another section config.ini may hold: each output registers its own (mospool.outputs.registry), so
+    whoever loads settings imports ``mospool.outputs`` first (every entry point does)."""
+    _SECTIONS[section.name] = section
 
 
-def _positive_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError("must be a number such as 30 or 0.5, without a unit") from None
-    if not value > 0:
-        raise ValueError("must be greater than 0")
-    return value
+def unregister_section(name: str) -> None:
+    if name not in _CORE_SECTION_NAMES:
+        _SECTIONS.pop(name, None)
 
 
-def _boolean(raw: str) -> bool:
-    states = configparser.ConfigParser.BOOLEAN_STATES
-    if raw.lower() not in states:
-        raise ValueError("must be yes or no")
-    return states[raw.lower()]
+def sections() -> tuple[Section, ...]:
+    """Every section config.ini may hold: the core ones, then the outputs' in the order they registered."""
+    return tuple(_SECTIONS.values())
 
 
-def _words(raw: str) -> tuple[str, ...]:
-    return tuple(word for word in raw.replace(",", " ").split() if word)
-
-
-def _networks(raw: str) -> tuple[Network, ...]:
-    return tuple(_network(word) for word in _words(raw))
-
-
-def _network(word: str) -> Network:
-    """A CIDR whose host bits are zero: 203.0.113.5/24 is refused rather than silently widened."""
-    try:
-        return ipaddress.ip_network(word)
-    except ValueError as exc:
-        if "host bits set" not in str(exc):
-            raise
-        meant = ipaddress.ip_network(word, strict=False)
-        hint = f"{word} has host bits set: write {meant} for the network, or the bare address"
-        raise ValueError(hint) from None
-
-
-def _url_path(raw: str) -> str:
-    if not raw.startswith("/") or (raw.endswith("/") and raw != "/"):
-        raise ValueError("must start with / and not end with /")
-    return raw
-
-
-def _token(raw: str) -> str:
-    if raw and not all(c.isalnum() or c in "-_." for c in raw):
-        raise ValueError("may hold only letters, digits, '-', '_' and '.'")
-    return raw
-
-
-def _log_level(raw: str) -> str:
-    if raw.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
-    return raw.upper()
-
-
-def _http_url(raw: str) -> str:
-    if not raw:
-        return raw
-    parts = urllib.parse.urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host")
-    return raw
-
-
-def _webhook_secret(raw: str) -> str:
-    """The Standard Webhooks form: ``whsec_`` then the base64 of at least 24 random bytes."""
-    if not raw:
-        return raw
-    key = raw.removeprefix("whsec_")
-    try:
-        decoded = base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        decoded = b""
-    if not raw.startswith("whsec_") or len(decoded) < 24:
-        raise ValueError(
-            "must be whsec_ followed by the base64 of at least 24 random bytes; make one with: "
-            "python3 -c 'import base64,os; print(\"whsec_\" + base64.b64encode(os.urandom(32)).decode())'"
-        )
-    return raw
-
-
-def _forwarded_states(raw: str) -> tuple[str, ...]:
-    states = _words(raw)
-    unknown = [state for state in states if state not in FORWARDABLE_STATES]
-    if unknown or not states:
-        raise ValueError(f"must be one or more of {', '.join(FORWARDABLE_STATES)}")
-    return states
-
-
-FORWARDABLE_STATES = ("processed", "failed", "duplicates")
-# Values never echoed back in an error message.
-SECRET_KEYS = {("forward", "secret")}
-
-Parser = Callable[[str], Any]
-
-# section -> key -> (dataclass field, parser). The key names are the config file's contract.
-_SCHEMA: dict[str, dict[str, Parser]] = {
-    "spool": {"dir": str, "tmp_grace_seconds": _positive_int},
-    "receiver": {
-        "path": _url_path,
-        "max_body_bytes": _positive_int,
-        "min_free_bytes": _non_negative_int,
-        "allowed_networks": _networks,
-        "trusted_proxy_count": _non_negative_int,
-        "token": _token,
-        "retry_after_seconds": _positive_int,
-    },
-    "worker": {
-        "concurrency": _positive_int,
-        "rescan_seconds": _positive_float,
-        "stop_timeout_seconds": _positive_float,
-    },
-    "media": {
-        "connect_timeout_seconds": _positive_float,
-        "timeout_seconds": _positive_float,
-        "max_bytes": _positive_int,
-        "allowed_schemes": _words,
-        "allowed_hosts": _words,
-        "allow_private_networks": _boolean,
-        "max_redirects": _non_negative_int,
-        "parallel_downloads": _positive_int,
-        "attempts": _positive_int,
-        "retry_base_seconds": _positive_float,
-        "give_up_after_seconds": _positive_float,
-    },
-    "retention": {
-        "processed_days": _positive_int,
-        "failed_days": _positive_int,
-        "duplicates_days": _positive_int,
-    },
-    "monitor": {"metrics_textfile": str, "backlog_alert_seconds": _positive_int},
-    "forward": {
-        "url": _http_url,
-        "secret": _webhook_secret,
-        "timeout_seconds": _positive_float,
-        "concurrency": _positive_int,
-        "attempts": _positive_int,
-        "retry_base_seconds": _positive_float,
-        "give_up_after_seconds": _positive_float,
-        "states": _forwarded_states,
-        "media_base_url": _http_url,
-    },
-    "logging": {"level": _log_level},
-    "pages": {"enabled": _boolean},
-}
+def output_sections() -> tuple[Section, ...]:
+    return tuple(section for section in _SECTIONS.values() if section.name not in _CORE_SECTION_NAMES)
 
 
 def config_path(cli_value: str | None = None, default: Path = DEFAULT_CONFIG) -> Path:
@@ -319,34 +240,36 @@ def load_settings(path: Path | str) -> Settings:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except configparser.Error as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    values = _validated(parser, path)
-    return _build(values, base=path.resolve().parent)
+    known = {section.name: section for section in sections()}
+    values = _validated(parser, path, known)
+    return _build(values, known, base=path.resolve().parent, path=path)
 
 
-def _validated(parser: configparser.ConfigParser, path: Path) -> dict[str, dict[str, Any]]:
+def _validated(
+    parser: configparser.ConfigParser, path: Path, known: Mapping[str, Section]
+) -> dict[str, dict[str, Any]]:
     values: dict[str, dict[str, Any]] = {}
-    for section in parser.sections():
-        keys = _SCHEMA.get(section)
-        if keys is None:
-            raise ConfigError(f"{path}: unknown section [{section}]; known: {', '.join(_SCHEMA)}")
-        values[section] = {}
-        for key, raw in parser.items(section):
-            if key not in keys:
-                raise ConfigError(f"{path}: unknown key [{section}] {key}; known: {', '.join(keys)}")
+    for name in parser.sections():
+        section = known.get(name)
+        if section is None:
+            raise ConfigError(f"{path}: unknown section [{name}]; known: {', '.join(known)}")
+        values[name] = {}
+        for key, raw in parser.items(name):
+            if key not in section.keys:
+                raise ConfigError(f"{path}: unknown key [{name}] {key}; known: {', '.join(section.keys)}")
             try:
-                values[section][key] = keys[key](raw.strip())
+                values[name][key] = section.keys[key](raw.strip())
             except ValueError as exc:
-                shown = "(hidden)" if (section, key) in SECRET_KEYS else repr(raw)
-                raise ConfigError(f"{path}: [{section}] {key} = {shown}: {exc}") from exc
+                shown = "(hidden)" if key in section.secret_keys else repr(raw)
+                raise ConfigError(f"{path}: [{name}] {key} = {shown}: {exc}") from exc
     if not values.get("spool", {}).get("dir"):
         raise ConfigError(f"{path}: [spool] dir is required")
-    forward = values.get("forward", {})
-    if forward.get("url") and not forward.get("secret"):
-        raise ConfigError(f"{path}: [forward] secret is required when [forward] url is set")
     return values
 
 
-def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
+def _build(
+    values: dict[str, dict[str, Any]], known: Mapping[str, Section], base: Path, path: Path
+) -> Settings:
     spool = dict(values.pop("spool"))
     spool["dir"] = (base / spool["dir"]).resolve()
     monitor = dict(values.pop("monitor", {}))
@@ -354,26 +277,34 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
         monitor["metrics_textfile"] = (base / monitor["metrics_textfile"]).resolve()
     else:
         monitor.pop("metrics_textfile", None)
-    logging_section = values.pop("logging", {})
+    built = {
+        name: section.settings(**values.get(name, {})) for name, section in known.items() if name != "spool"
+    }
+    for name, section in known.items():
+        problem = section.check(built[name]) if section.check and name in built else None
+        if problem:
+            raise ConfigError(f"{path}: {problem}")
     return Settings(
         spool=SpoolSettings(**spool),
-        receiver=ReceiverSettings(**values.get("receiver", {})),
-        worker=WorkerSettings(**values.get("worker", {})),
-        media=MediaSettings(**values.get("media", {})),
-        retention=RetentionSettings(**values.get("retention", {})),
+        receiver=built["receiver"],
+        worker=built["worker"],
+        media=built["media"],
+        retention=built["retention"],
         monitor=MonitorSettings(**monitor),
-        forward=ForwardSettings(**values.get("forward", {})),
-        pages=PagesSettings(**values.get("pages", {})),
-        log_level=logging_section.get("level", "INFO"),
+        log_level=built["logging"].level,
+        outputs={name: built[name] for name in known if name not in _CORE_SECTION_NAMES},
     )
 
 
 def replace(settings: Settings, section: str, **changes: Any) -> Settings:
-    """A copy of settings with some keys of one section changed (tests and the CLI use it)."""
-    updated = dataclasses.replace(getattr(settings, section), **changes)
-    return dataclasses.replace(settings, **{section: updated})
+    """A copy of settings with some keys of one section (a core one, or an output's) changed."""
+    if section in _CORE_FIELDS:
+        updated = dataclasses.replace(getattr(settings, section), **changes)
+        return dataclasses.replace(settings, **{section: updated})
+    output = dataclasses.replace(settings.outputs[section], **changes)
+    return dataclasses.replace(settings, outputs={**settings.outputs, section: output})
 
 
 def section_keys() -> Sequence[tuple[str, str]]:
     """Every (section, key) the config file accepts, for the docs test."""
-    return [(section, key) for section, keys in _SCHEMA.items() for key in keys]
+    return [(section.name, key) for section in sections() for key in section.keys]

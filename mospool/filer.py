@@ -1,11 +1,13 @@
 """Filing: finished postbacks become published record folders, then their outputs are told.
 
 This is the one seam between "a record is filed" and what follows from it. For each ``Filing`` the filer
-writes the folder's files into ``work/<id>/``, lets every output add what it derives (a page, an outbox entry)
-through the same ``Batch`` (so it is as durable as the record), makes all of it durable, publishes the folder
-by one rename into ``<state>/YYYY-MM-DD/<id>/``, records it in the index, and only then calls each output's
-``published`` and removes the work file. Invariants: a published folder is whole; a work file is removed only
-after its record is durable; the index never names an unpublished folder.
+writes the folder's files into ``work/<id>/``, builds the ``Folder`` it becomes (once), lets every output
+add what it derives (a page, an outbox entry) through the same ``Batch`` (so it is as durable as the record),
+makes all of it durable, publishes the folder by one rename into ``<state>/YYYY-MM-DD/<id>/``, runs each
+output's ``commit`` stage (the index), and only then calls each output's ``published`` and removes the work
+file.
+Invariants: a published folder is whole; a work file is removed only after its record is durable; the index
+never names an unpublished folder.
 
 Group commit: the records that the worker's threads hand in while a commit runs are filed together by the
 next one, sharing its syncs: write them all, one syncfs, rename them all, one fsync per parent folder, one
@@ -15,18 +17,16 @@ index transaction.
 from __future__ import annotations
 
 import logging
-import os
-import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mospool.index import Index
+from mospool.durable import fsync_dir, write_file
+from mospool.index import STORAGE_ERRORS
 from mospool.metrics import Metrics
-from mospool.record import Filing, Folder, read_folder
-from mospool.spool import Spool, State, fsync_dir, write_file
+from mospool.store import Filing, Folder, Spool
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +36,29 @@ MAX_GROUP = 256  # records in one commit at most: bounds the work a crash can ma
 class Batch:
     """The files written for the records being filed together; the filer syncs them all at once."""
 
+    def __init__(self, build: Path) -> None:
+        self.build = build  # where the record's files are until it is published
+
     def write(self, path: Path, data: bytes) -> None:
         """Write a whole new file (mode 0640), made durable with the records of this commit."""
         write_file(path, data, sync=False)
 
+    def write_in_record(self, name: str, data: bytes) -> None:
+        """A file of the record folder itself (its page): published with it, by the same rename."""
+        self.write(self.build / name, data)
+
 
 class Output(Protocol):
-    """Something derived from each filed record (pages, webhook deliveries)."""
+    """Something derived from each filed record (the index, pages, deliveries): mospool.outputs."""
 
-    def prepare(self, filing: Filing, build: Path, batch: Batch) -> None:
-        """Before publish: write derived files through ``batch``, into ``build`` or elsewhere in the spool."""
+    def prepare(self, folder: Folder, batch: Batch) -> None:
+        """Before publish: write derived files through ``batch``. ``folder.path`` is where it will be."""
+
+    def commit(self, folders: Sequence[Folder]) -> None:
+        """After publish, inside the commit (the index): a failure here has the records filed again."""
 
     def published(self, folders: Sequence[Folder]) -> None:
-        """After publish and index: cheap and non-blocking (mark a view stale, wake a sender)."""
+        """After the commit: cheap and non-blocking (mark a view stale, wake a sender)."""
 
     def tick(self) -> None:
         """Called by the worker's loop about once a second, and at the end of a drain: debounced work."""
@@ -68,9 +78,8 @@ class _Job:
 
 
 class Filer:
-    def __init__(self, spool: Spool, index: Index, metrics: Metrics, outputs: Sequence[Output] = ()) -> None:
+    def __init__(self, spool: Spool, metrics: Metrics, outputs: Sequence[Output] = ()) -> None:
         self.spool = spool
-        self.index = index
         self.metrics = metrics
         self.outputs = list(outputs)
         self._cond = threading.Condition()
@@ -106,11 +115,12 @@ class Filer:
         assert job.folder is not None
         return job.folder.path
 
-    def refile(self, folder: Path, state: State) -> None:
-        """A folder published before a crash that came before its index row: index it and notify again."""
-        filed = read_folder(folder, state)
-        self.index.filed([(self.relative(folder), filed)])
-        self.notify([filed])
+    def refile(self, path: Path) -> None:
+        """A folder published before a crash that came before its commit stage: commit and notify again."""
+        folder = self.spool.records.read(path)
+        for output in self.outputs:
+            output.commit([folder])
+        self.notify([folder])
 
     def tick(self) -> None:
         for output in self.outputs:
@@ -124,9 +134,6 @@ class Filer:
         for output in self.outputs:
             output.published(folders)
 
-    def relative(self, folder: Path) -> str:
-        return os.fspath(folder.relative_to(self.spool.root))
-
     # --- one commit
 
     def _commit(self, group: list[_Job]) -> None:
@@ -134,11 +141,12 @@ class Filer:
         try:
             written = [job for job in group if self._write(job)]
             self.spool.sync()
-            placed = [folder for job in written if (folder := self._place(job))]
+            placed = [job.folder for job in written if job.folder and self._place(job)]
             for parent in sorted({folder.path.parent for folder in placed}):
                 fsync_dir(parent)
-            self.index.filed([(self.relative(folder.path), folder) for folder in placed])
-        except (OSError, sqlite3.Error) as exc:  # nothing of this commit is known durable
+            for output in self.outputs:
+                output.commit(placed)
+        except STORAGE_ERRORS as exc:  # nothing of this commit is known durable
             for job in group:
                 job.error = job.error or exc
             return
@@ -149,34 +157,27 @@ class Filer:
                 _remove_work_file(job.work_file)
 
     def _write(self, job: _Job) -> bool:
-        batch = Batch()
+        batch = Batch(job.build)
+        filing = job.filing
         try:
-            _remove_files(job.build)  # what a try cut short by a crash wrote; media/ stays
-            for name, data in job.filing.files():
-                batch.write(job.build / name, data)
+            self.spool.clear_build(job.build)
+            for name, data in filing.files():
+                batch.write_in_record(name, data)
+            job.folder = filing.as_folder(self.spool.record_dir(filing.state, filing.spool_id))
             for output in self.outputs:
-                output.prepare(job.filing, job.build, batch)
+                output.prepare(job.folder, batch)
         except Exception as exc:  # a storage error, or a bug in an output: this record only
             job.error = exc
             return False
         return True
 
-    def _place(self, job: _Job) -> Folder | None:
+    def _place(self, job: _Job) -> bool:
         try:
-            path = self.spool.place(job.build, job.filing.state)
+            self.spool.place(job.build, job.filing.state)
         except OSError as exc:
             job.error = exc
-            return None
-        job.folder = job.filing.as_folder(path)
-        return job.folder
-
-
-def _remove_files(build: Path) -> None:
-    """The files (not media/) of a build folder: a record folder holds only what its filing writes."""
-    with os.scandir(build) as entries:
-        for entry in entries:
-            if entry.is_file(follow_symlinks=False):
-                Path(entry.path).unlink()
+            return False
+        return True
 
 
 def _remove_work_file(work_file: Path) -> None:

@@ -8,17 +8,17 @@ before?" (dedup, keyed by (origin, code, tracking-id) or the body's SHA-256) and
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mospool.record import FILED_STATES, Folder, read_folder
-from mospool.spool import State
+from mospool.store import FILED_STATES, Folder, Records, State
+from mospool.store.layout import INDEX_FILE
 
-FILE_NAME = "index.sqlite3"
+# Failures of our own storage (the spool's disk, the index): a postback is tried again later, never failed.
+STORAGE_ERRORS = (OSError, sqlite3.Error)
 
 # Searchable columns, filled from message.json.
 COLUMNS = (
@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS messages (
     folder TEXT NOT NULL,
     {", ".join(f"{column} TEXT" for column in COLUMNS)},
     media_count INTEGER NOT NULL DEFAULT 0,
-    first_image TEXT,            -- e.g. media/01-photo.jpg, relative to the folder
+    first_image TEXT,            -- its first picture, relative to the record folder
     reason TEXT,                 -- failed: "stage: error"
     duplicate_of TEXT,
     PRIMARY KEY (spool_id, position)
@@ -90,7 +90,8 @@ class Index:
 
     def __init__(self, spool_root: Path) -> None:
         self.root = Path(spool_root)
-        self.path = self.root / FILE_NAME
+        self.records = Records(self.root)
+        self.path = self.root / INDEX_FILE
         self._lock = threading.Lock()
         self._claims: dict[str, str] = {}  # dedup key -> the postback processing it now
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -153,12 +154,12 @@ class Index:
                 if self._claims.get(key) == spool_id:
                     del self._claims[key]
 
-    def filed(self, folders: Sequence[tuple[str, Folder]]) -> None:
-        """Index published record folders (each path relative to the spool), in one transaction."""
+    def filed(self, folders: Sequence[Folder]) -> None:
+        """Index published record folders, in one transaction."""
         with self._transaction() as db:
-            for relative, record in folders:
-                _index_folder(db, relative, record)
-        for _, record in folders:
+            for record in folders:
+                _index_folder(db, self.records.relative(record.path), record)
+        for record in folders:
             keys = [message.get("dedup_key") for message in record.messages]
             self._forget_claims([key for key in keys if key], record.spool_id)
 
@@ -193,8 +194,8 @@ class Index:
             db.execute("DELETE FROM duplicates")
             db.execute("DELETE FROM messages")
             for state in FILED_STATES:
-                for path in _folders(self.root / state):
-                    _index_folder(db, os.fspath(path.relative_to(self.root)), read_folder(path, state))
+                for path in self.records.folders(state):
+                    _index_folder(db, self.records.relative(path), self.records.read(path))
             count = db.execute("SELECT count(*) FROM records WHERE state = 'processed'").fetchone()[0]
         return int(count)
 
@@ -203,8 +204,30 @@ class Index:
             return self._db.execute(sql, params).fetchall()
 
 
+class IndexStage:
+    """The index as the filer's commit stage: published folders are indexed in the commit's transaction."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    def prepare(self, folder: Folder, batch: object) -> None:
+        pass
+
+    def commit(self, folders: Sequence[Folder]) -> None:
+        self.index.filed(folders)
+
+    def published(self, folders: Sequence[Folder]) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass  # the worker owns the index's connection, and outputs closed after this one still read it
+
+
 def _index_folder(db: sqlite3.Connection, folder: str, record: Folder) -> None:
-    received_at = (record.request or {}).get("received_at") or _first(record.notices, "received_at")
+    received_at = record.received_at
     if record.state is State.PROCESSED:
         for message in record.messages:
             if message.get("duplicate_of") is None:
@@ -230,10 +253,6 @@ def _index_folder(db: sqlite3.Connection, folder: str, record: Folder) -> None:
         )  # fmt: skip
 
 
-def _first(notices: list[dict[str, Any]], key: str) -> Any:
-    return next((notice.get(key) for notice in notices if notice.get(key)), None)
-
-
 def _first_image(media: list[dict[str, Any]]) -> str | None:
     for part in media:
         if str(part.get("content_type") or "").startswith("image/") and part.get("file"):
@@ -244,10 +263,3 @@ def _first_image(media: list[dict[str, Any]]) -> str | None:
 def _searchable(message: Mapping[str, Any]) -> list[Any]:
     aliases = {"sender": "from", "recipient": "to"}
     return [message.get(aliases.get(column, column)) for column in COLUMNS]
-
-
-def _folders(root: Path) -> Iterator[Path]:
-    """<state>/YYYY-MM-DD/<id>/ folders, oldest first."""
-    for day in sorted(root.iterdir()) if root.is_dir() else []:
-        if day.is_dir():
-            yield from sorted(path for path in day.iterdir() if path.is_dir())

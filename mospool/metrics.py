@@ -1,9 +1,15 @@
-"""Worker metrics in Prometheus text format, written to a file for node_exporter's textfile collector."""
+"""Worker metrics in Prometheus text format, written to a file for node_exporter's textfile collector.
+
+The core metrics are here; each output adds its own (``counter``, ``gauge``) when it is built.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
 
@@ -37,23 +43,16 @@ class Metrics:
             "Group commits of record folders: one sync shared by every record filed in it",
             registry=self.registry,
         )
-        self.backlog = Gauge("mospool_backlog", "Postbacks waiting in incoming/", registry=self.registry)
+        self.backlog = Gauge(
+            "mospool_backlog",
+            "Postbacks waiting to be filed (received, not yet claimed)",
+            registry=self.registry,
+        )
         self.oldest = Gauge(
             "mospool_backlog_oldest_seconds", "Age of the oldest waiting postback", registry=self.registry
         )
-
-        self.deliveries = Counter(
-            "mospool_deliveries",
-            "Webhook tries, by outcome (delivered, retry, undelivered, dropped)",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.outbox_pending = Gauge(
-            "mospool_outbox_pending", "Webhook deliveries waiting in outbox/", registry=self.registry
-        )
-        self.undelivered = Gauge(
-            "mospool_undelivered", "Webhook deliveries parked in undelivered/", registry=self.registry
-        )
+        self._extra: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def handled(self, kind: str, outcome: str, seconds: float) -> None:
         self.postbacks.labels(kind=kind, outcome=outcome).inc()
@@ -61,12 +60,19 @@ class Metrics:
         if outcome == "deferred":
             self.media_retries.inc()
 
-    def delivered(self, outcome: str) -> None:
-        self.deliveries.labels(outcome=outcome).inc()
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        """A counter an output adds (the same one however often it is asked for)."""
+        return self._metric(Counter, name, documentation, labels)  # type: ignore[no-any-return]
 
-    def set_outbox(self, pending: int, undelivered: int) -> None:
-        self.outbox_pending.set(pending)
-        self.undelivered.set(undelivered)
+    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        """A gauge an output adds (the same one however often it is asked for)."""
+        return self._metric(Gauge, name, documentation, labels)  # type: ignore[no-any-return]
+
+    def _metric(self, kind: Any, name: str, documentation: str, labels: Sequence[str]) -> Any:
+        with self._lock:
+            if name not in self._extra:
+                self._extra[name] = kind(name, documentation, list(labels), registry=self.registry)
+            return self._extra[name]
 
     def set_backlog(self, count: int, oldest_seconds: float) -> None:
         self.backlog.set(count)

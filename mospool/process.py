@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mospool import media, record, retry
+from mospool import media, retry
 from mospool.config import Settings
 from mospool.filer import Filer
-from mospool.index import Index
+from mospool.index import STORAGE_ERRORS, Index
 from mospool.metrics import Metrics
 from mospool.parse import Parsed, ParseError, parse_postback
-from mospool.record import Filing, read_json
-from mospool.spool import CorruptPostback, Postback, Spool, State, write_json
+from mospool.store import CorruptPostback, Filing, Media, Postback, Spool, State, record
 
 log = logging.getLogger(__name__)
-
-# Failures of our own storage: the postback goes back to incoming/ and is tried again later.
-STORAGE_ERRORS = (OSError, sqlite3.Error)
 
 
 class Deferred(Exception):
@@ -81,7 +76,7 @@ class Processor:
         self.index = index
         self.filer = filer
         self.metrics = metrics
-        self.policy = retry.Policy.for_media(settings.media)
+        self.policy = retry.Policy.of(settings.media)
 
     def handle(self, claimed: Claimed) -> str:
         """The outcome: processed, duplicate, failed, deferred or already filed. Storage errors propagate."""
@@ -102,7 +97,7 @@ class Processor:
     def _file(self, claimed: Claimed) -> str:
         if self._already_filed(claimed):
             return "already filed"
-        claimed.retry = read_json(claimed.build / record.RETRY) or {}
+        claimed.retry = self.spool.retry_schedule(claimed.build)
         claimed.postback = self._read(claimed)
         claimed.parsed = self._parse(claimed.postback)
         sha = claimed.postback.meta["body_sha256"]
@@ -111,8 +106,8 @@ class Processor:
         owners = [self.index.claim(key, claimed.id) for key in claimed.keys]
         if all(owner != claimed.id for owner in owners):
             return self._file_duplicate(claimed, owners[0])
-        messages = record.messages(claimed.id, received_at, claimed.parsed, claimed.keys, owners)
-        self._fetch_media(claimed, messages)
+        fetched = self._fetch_media(claimed, owners)
+        messages = record.messages(claimed.id, received_at, claimed.parsed, claimed.keys, owners, fetched)
         self._publish(claimed, self._filing(claimed, State.PROCESSED, messages=messages))
         return "processed"
 
@@ -121,7 +116,7 @@ class Processor:
         folder = self.spool.filed(claimed.id)
         if folder is None:
             return False
-        self.filer.refile(folder, State(folder.parent.parent.name))
+        self.filer.refile(folder)
         _remove_tree(claimed.build)  # before the work file: a crash in between must leave that, not this
         claimed.work_file.unlink()
         return True
@@ -141,26 +136,32 @@ class Processor:
 
     # --- media
 
-    def _fetch_media(self, claimed: Claimed, messages: list[dict[str, Any]]) -> None:
-        """Fetch the parts of every new MMS record; raises Deferred or Failed when a part is missing."""
-        wanted = [m for m in messages if m["kind"] == "mms_mo" and m["duplicate_of"] is None and m["media"]]
-        urls = [part["url"] for message in wanted for part in message["media"]]
+    def _fetch_media(self, claimed: Claimed, owners: Sequence[str]) -> list[Media | None]:
+        """The parts of every new MMS notice (None for the others); raises Deferred or Failed when a part is
+        missing."""
+        assert claimed.parsed is not None
+        records = claimed.parsed.records
+        wanted = [
+            n
+            for n, (notice, owner) in enumerate(zip(records, owners, strict=True))
+            if notice.kind == "mms_mo" and owner == claimed.id and notice.media_urls
+        ]
+        urls = [url for n in wanted for url in records[n].media_urls]
+        fetched: list[Media | None] = [None] * len(records)
         if not urls:
-            return
+            return fetched
         results = self.fetcher.fetch_all(urls, claimed.build)
         errors = [result for result in results if isinstance(result, media.MediaError)]
         if errors:
             self._media_failed(claimed, errors)
-        self.metrics.media_bytes.inc(sum(r.bytes for r in results if isinstance(r, media.MediaFile)))
-        files = iter(results)
-        for message in wanted:
-            parts = [next(files) for _ in message["media"]]
-            message["media"] = [part.to_json() for part in parts if isinstance(part, media.MediaFile)]
-            texts = [
-                part.text for part in parts if isinstance(part, media.MediaFile) and part.text is not None
-            ]
-            if texts and not message["text"]:
-                message["text"] = "\n".join(texts)
+        files = [result for result in results if isinstance(result, media.MediaFile)]
+        self.metrics.media_bytes.inc(sum(part.bytes for part in files))
+        parts = iter(files)
+        for n in wanted:
+            mine = [next(parts) for _ in records[n].media_urls]
+            texts = [part.text for part in mine if part.text is not None]
+            fetched[n] = Media([part.to_json() for part in mine], texts)
+        return fetched
 
     def _media_failed(self, claimed: Claimed, errors: Sequence[media.MediaError]) -> None:
         parts = [{"url": error.url, "error": str(error), "permanent": error.permanent} for error in errors]
@@ -173,7 +174,7 @@ class Processor:
             raise Failed("media", f"gave up after {step.attempts} attempts: {parts[0]['error']}", parts)
         assert claimed.postback is not None
         self.index.defer(claimed.keys, claimed.id, claimed.postback.meta["received_at"])
-        write_json(claimed.build / record.RETRY, claimed.retry)
+        self.spool.set_retry_schedule(claimed.build, claimed.retry)
         self.spool.defer(claimed.build, claimed.work_file)
         raise Deferred
 

@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response as BaseResponse
 
 from mospool.config import Settings
-from mospool.spool import Spool, id_time, new_id
+from mospool.store import Spool, id_time, new_id
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,18 @@ import email.utils
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from mospool.config import ForwardSettings, MediaSettings
+
+class RetrySettings(Protocol):
+    """The three keys every retrying section of config.ini has ([media], and each delivery output's)."""
+
+    @property
+    def retry_base_seconds(self) -> float: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def give_up_after_seconds(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -26,11 +35,7 @@ class Policy:
     give_up_after_seconds: float
 
     @classmethod
-    def for_media(cls, settings: MediaSettings) -> Policy:
-        return cls(settings.retry_base_seconds, settings.attempts, settings.give_up_after_seconds)
-
-    @classmethod
-    def for_forward(cls, settings: ForwardSettings) -> Policy:
+    def of(cls, settings: RetrySettings) -> Policy:
         return cls(settings.retry_base_seconds, settings.attempts, settings.give_up_after_seconds)
 
 

@@ -25,37 +25,25 @@ from watchdog.observers import Observer
 from mospool import media, retry
 from mospool.config import Settings
 from mospool.filer import Filer, Output
-from mospool.forward import Forwarder
-from mospool.index import Index
+from mospool.index import STORAGE_ERRORS, Index, IndexStage
 from mospool.metrics import Metrics
-from mospool.pages import Pages
-from mospool.process import STORAGE_ERRORS, Claimed, Processor
-from mospool.record import RETRY, read_json
-from mospool.spool import SUFFIX, Spool, id_time
+from mospool.outputs import Context, build_outputs
+from mospool.process import Claimed, Processor
+from mospool.store import Spool, State, id_time
+from mospool.store.layout import SUFFIX
+from mospool.store.spool import postback_id as id_of
 
 log = logging.getLogger(__name__)
 
 # The startup scan and each rescan take the oldest this-many waiting files: oldest first, flat memory.
 SCAN_BATCH = 5000
 METRICS_EVERY_SECONDS = 5.0
-TICK_SECONDS = 1.0  # how often outputs may do their debounced work (pages)
+TICK_SECONDS = 1.0  # how often outputs may do their debounced work
 EXIT_OBSERVER_DIED = 3
 
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def outputs_for(
-    settings: Settings, spool: Spool, index: Index, metrics: Metrics | None = None
-) -> list[Output]:
-    """What each filed record feeds, by the configuration."""
-    outputs: list[Output] = []
-    if settings.pages.enabled:
-        outputs.append(Pages(spool, index))
-    if settings.forward.enabled:
-        outputs.append(Forwarder(settings.forward, spool, metrics, settings.worker.rescan_seconds))
-    return outputs
 
 
 class Worker:
@@ -66,8 +54,9 @@ class Worker:
         self.index = Index(self.spool.root)
         self.metrics = Metrics(settings.monitor.metrics_textfile)
         self.media = media.Fetcher(settings.media)  # shared by every postback thread: one download pool
-        chosen = outputs_for(settings, self.spool, self.index, self.metrics) if outputs is None else outputs
-        self.filer = Filer(self.spool, self.index, self.metrics, chosen)
+        if outputs is None:
+            outputs = build_outputs(Context(settings, self.spool, self.index, self.metrics))
+        self.filer = Filer(self.spool, self.metrics, [IndexStage(self.index), *outputs])
         self.processor = Processor(settings, self.spool, self.index, self.filer, self.metrics, self.media)
         self._in_flight: set[str] = set()
         # Released after a storage error: skipped until the next drain() or periodic rescan, not retried hot.
@@ -109,33 +98,30 @@ class Worker:
         """The oldest waiting files not already in flight, then the deferred folders that are due."""
         with self._lock:
             busy = self._in_flight | self._released
-        names = (e.name for e in self.spool.waiting() if e.name.removesuffix(SUFFIX) not in busy)
-        oldest = heapq.nsmallest(SCAN_BATCH, names)
+        ids = (name for name in self.spool.waiting_ids() if name not in busy)
+        oldest = heapq.nsmallest(SCAN_BATCH, ids)
         if oldest:
-            return [self.spool.incoming / name for name in oldest]
+            return [self.spool.waiting_path(name) for name in oldest]
         return [folder for folder in self.due_retries() if folder.name not in busy][:SCAN_BATCH]
 
     def due_retries(self) -> Iterable[Path]:
         now = time.time()
-        with os.scandir(self.spool.deferred) as entries:
-            for entry in entries:
-                if retry.due(read_json(Path(entry.path) / RETRY) or {}, now):
-                    yield Path(entry.path)
+        for folder in self.spool.deferred_folders():
+            if retry.due(self.spool.retry_schedule(folder), now):
+                yield folder
 
     # --- one postback: the single catch boundary
 
     def process(self, path: Path) -> str:
         """Claim and file one postback (a file in incoming/ or a folder in deferred/); returns the outcome."""
-        postback_id = path.name.removesuffix(SUFFIX)
+        postback_id = id_of(path)
         with self._lock:
             if postback_id in self._in_flight or postback_id in self._released:
                 return "busy"  # released after a storage error: the next rescan tries it, not its own event
             self._in_flight.add(postback_id)
         started = time.monotonic()
         try:
-            work_file = (
-                self.spool.undefer(path) if path.parent == self.spool.deferred else self.spool.claim(path)
-            )
+            work_file = self.spool.undefer(path) if self.spool.is_deferred(path) else self.spool.claim(path)
             if work_file is None:
                 return "gone"
             claimed = Claimed(work_file, self.spool.build_dir(postback_id))
@@ -143,7 +129,10 @@ class Worker:
                 outcome = self.processor.handle(claimed)
             except STORAGE_ERRORS as exc:  # disk full, I/O error: not the postback's fault
                 log.error(
-                    "postback %s: storage error, back to incoming/ for a later pass: %s", postback_id, exc
+                    "postback %s: storage error, back to %s/ for a later pass: %s",
+                    postback_id,
+                    State.INCOMING,
+                    exc,
                 )
                 self._release(claimed)
                 return "released"
@@ -247,7 +236,9 @@ class Worker:
         left = sum(1 for future in running if not future.done())
         if left:
             log.warning(
-                "%d postbacks still in flight at stop; they go back to incoming/ at the next start", left
+                "%d postbacks still in flight at stop; they go back to %s/ at the next start",
+                left,
+                State.INCOMING,
             )
         return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mospool.config import MediaSettings
-from mospool.spool import Spool, new_id
+from mospool.store import Spool, new_id
 
 SENDER = "17745550001"  # the customer's phone
 NUMBER = "18885551234"  # the business's number the message was sent to

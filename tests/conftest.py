@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+import mospool.outputs  # noqa: F401 (each output registers its config.ini section)
 from mospool.config import Settings
 from mospool.filer import Output
-from mospool.spool import Spool
+from mospool.store import Spool
 from mospool.worker import Worker
 from tests.build import LOCAL_MEDIA
 from tests.origin import Origin

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mospool.config import Settings
-from mospool.spool import Spool
+from mospool.store import Spool
 from mospool.worker import Worker
 from tests import build
 from tests.build import local_media

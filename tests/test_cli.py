@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mospool.cli import main
-from mospool.spool import Spool
+from mospool.store import Spool
 from tests.build import mms, publish
 from tests.origin import Origin, Reply
 from tests.servers import REPO, Gunicorn, write_config

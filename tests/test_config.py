@@ -23,6 +23,7 @@ from mospool.config import (
     load_settings,
     section_keys,
 )
+from mospool.outputs import webhooks
 from tests.servers import REPO, free_port
 
 
@@ -190,9 +191,9 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def test_forward_is_off_by_default_and_read_when_set(tmp_path: Path) -> None:
-    assert load_settings(DEFAULT_CONFIG).forward.enabled is False
+    assert load_settings(DEFAULT_CONFIG).output(webhooks.SECTION).enabled is False
     text = f"[forward]\nurl = https://app.example.com/hooks\nsecret = {SECRET}\nstates = processed failed"
-    forward = load_settings(write(tmp_path, text)).forward
+    forward = load_settings(write(tmp_path, text)).output(webhooks.SECTION)
     assert forward.enabled
     assert forward.states == ("processed", "failed")
     assert forward.secret == SECRET

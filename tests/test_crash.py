@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from mospool.index import Index
-from mospool.spool import Spool
+from mospool.store import Spool
 from tests.disk import fill, small_tmpfs
 from tests.origin import Origin, Reply
 from tests.servers import REPO, Gunicorn, KeepAlive, free_port, write_config

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mospool.spool import Spool
+from mospool.store import Spool
 from tests.nginx_stack import DEPLOY, nginx_and_gunicorn, render, render_nginx
 from tests.origin import Origin, Reply
 from tests.servers import REPO, free_port, write_config

@@ -5,39 +5,32 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
 
 from mospool.config import WorkerSettings
 from mospool.filer import Batch
+from mospool.outputs import BaseOutput
 from mospool.process import Claimed
-from mospool.record import Filing, Folder
-from mospool.spool import SUFFIX, Spool, State
+from mospool.store import SUFFIX, Folder, Spool, State
 from mospool.worker import Worker
 from tests.build import publish, read_json, sms
 
 
-class Outputs:
+class Outputs(BaseOutput):
     """An output that writes a derived file beside each record and remembers what it was told."""
 
     def __init__(self, fail_for: str | None = None) -> None:
         self.fail_for = fail_for
         self.seen: list[str] = []
 
-    def prepare(self, filing: Filing, build: Path, batch: Batch) -> None:
-        if filing.spool_id == self.fail_for:
+    def prepare(self, folder: Folder, batch: Batch) -> None:
+        if folder.spool_id == self.fail_for:
             raise OSError(28, "No space left on device")
-        batch.write(build / "derived.txt", filing.spool_id.encode())
+        batch.write_in_record("derived.txt", folder.spool_id.encode())
 
     def published(self, folders: Sequence[Folder]) -> None:
         self.seen.extend(folder.spool_id for folder in folders)
-
-    def tick(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def worker_for(make_worker: Callable[..., Worker], outputs: Outputs, concurrency: int = 4) -> Worker:
@@ -141,3 +134,17 @@ def test_a_try_cut_short_leaves_nothing_in_the_record(make_worker: Callable[...,
         "request.json",
     ]
     assert (folder / "media" / "01-kept.jpg").read_bytes() == b"kept"
+
+
+def test_a_download_cut_short_is_not_published_with_a_duplicate(make_worker: Callable[..., Worker]) -> None:
+    """Killed mid-download, then filed as a duplicate (no media fetched this time): no half part in it."""
+    worker = make_worker()
+    publish(worker.spool, sms("dup-1"))
+    assert worker.drain() == 1
+    again = publish(worker.spool, sms("dup-1"))
+    build = worker.spool.build_dir(again)
+    (build / "media").mkdir()
+    (build / "media" / ".01.part").write_bytes(b"half a pict")
+    assert worker.drain() == 1
+    folder = worker.spool.record_dir(State.DUPLICATES, again)
+    assert [p.name for p in (folder / "media").iterdir()] == []

@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 
 from mospool.cli import main as cli_main
-from mospool.config import ForwardSettings, Settings
-from mospool.forward import Forwarder
+from mospool.config import Settings, replace
+from mospool.index import Index
 from mospool.metrics import Metrics
-from mospool.outbox import Entry, Outbox
-from mospool.spool import Spool
-from mospool.worker import Worker, outputs_for
+from mospool.outputs import Context, build_outputs, webhooks
+from mospool.outputs.delivery import Delivery
+from mospool.outputs.webhooks import ForwardSettings, Webhooks
+from mospool.store import Entry, Outbox, Spool
+from mospool.worker import Worker
 from tests.build import BATCH, JPEG, LOCAL_MEDIA, SMS_MO, STATUS_XML, mms, publish, read_json, sms
 from tests.origin import Origin
 from tests.origin import Reply as MediaReply
@@ -37,8 +39,12 @@ def forward_settings(url: str, **changes: Any) -> ForwardSettings:
 @dataclasses.dataclass
 class Rig:
     worker: Worker
-    forwarder: Forwarder
+    forwarder: Webhooks
     outbox: Outbox
+
+    @property
+    def delivery(self) -> Delivery:
+        return self.forwarder.delivery
 
     @property
     def spool(self) -> Spool:
@@ -54,7 +60,7 @@ def rig(tmp_path: Path, url: str, metrics: Metrics | None = None, **changes: Any
     )
     spool = Spool(settings.spool.dir)
     spool.create()
-    forwarder = Forwarder(settings.forward, spool, metrics, background=False)
+    forwarder = webhooks.create(settings.output(webhooks.SECTION), spool, metrics, background=False)
     worker = Worker(settings, outputs=[forwarder])
     return Rig(worker, forwarder, Outbox(spool.root))
 
@@ -74,7 +80,7 @@ def test_every_processed_notice_is_posted_signed_with_its_record(app: App, tmp_p
     assert app.received == []  # filing only writes the outbox
     assert r.outbox.count(r.outbox.pending) == 5
 
-    assert r.forwarder.deliver_due() == {"delivered": 5}
+    assert r.delivery.deliver_due() == {"delivered": 5}
     delivered = app.delivered()
     assert all(item.verified for item in app.received)  # Webhook.verify of the standardwebhooks library
     assert sorted(delivered) == sorted(
@@ -97,9 +103,9 @@ def test_the_entry_is_written_with_the_record_and_names_its_media(
     postback_id = publish(r.spool, mms("mo-media", photo))
     r.worker.drain()
     entry = r.outbox.read(f"{postback_id}.001")
-    assert entry.webhook_id == f"msg_{postback_id}_001"
-    assert (r.outbox.pending / f"{postback_id}.001.json").stat().st_mode & 0o777 == 0o640
-    r.forwarder.deliver_due()
+    assert entry.id == f"msg_{postback_id}_001"
+    assert r.outbox.entry_path(f"{postback_id}.001").stat().st_mode & 0o777 == 0o640
+    r.delivery.deliver_due()
     (payload,) = [item.payload for item in app.received]
     assert json.loads(entry.body) == payload
     record = r.spool.record_dir("processed", postback_id)
@@ -120,16 +126,16 @@ def test_5xx_is_retried_with_the_same_id_and_bytes_until_a_2xx(tmp_path: Path) -
         postback_id = publish(r.spool, SMS_MO)
         r.worker.drain()
         name = f"{postback_id}.001"
-        assert r.forwarder.deliver_due() == {"retry": 1}
+        assert r.delivery.deliver_due() == {"retry": 1}
         schedule = r.outbox.schedule(name)
         assert schedule["attempts"] == 1
         assert "HTTP 503" in schedule["errors"][0]["parts"][0]["error"]
         assert schedule["next_try_epoch"] >= time.time() + 59  # retry_base_seconds = 60
-        assert r.forwarder.deliver_due() == {}  # not due yet
-        assert r.forwarder.deliver_due(now=FAR_FUTURE) == {"retry": 1}
+        assert r.delivery.deliver_due() == {}  # not due yet
+        assert r.delivery.deliver_due(now=FAR_FUTURE) == {"retry": 1}
         assert r.outbox.schedule(name)["attempts"] == 2
-        assert r.forwarder.deliver_due(now=FAR_FUTURE) == {"retry": 1}
-        assert r.forwarder.deliver_due(now=FAR_FUTURE) == {"delivered": 1}
+        assert r.delivery.deliver_due(now=FAR_FUTURE) == {"retry": 1}
+        assert r.delivery.deliver_due(now=FAR_FUTURE) == {"delivered": 1}
         tries = app.tries(f"msg_{postback_id}_001")
     assert [item.status for item in tries] == [503, 503, 503, 200]
     assert len({item.body for item in tries}) == 1
@@ -142,7 +148,7 @@ def test_retry_after_is_honoured(tmp_path: Path) -> None:
         r = rig(tmp_path, app.url, retry_base_seconds=1)
         postback_id = publish(r.spool, SMS_MO)
         r.worker.drain()
-        assert r.forwarder.deliver_due() == {"retry": 1}
+        assert r.delivery.deliver_due() == {"retry": 1}
     assert r.outbox.schedule(f"{postback_id}.001")["next_try_epoch"] >= time.time() + 3590
 
 
@@ -151,10 +157,10 @@ def test_a_timeout_is_retried(tmp_path: Path) -> None:
         r = rig(tmp_path, app.url, timeout_seconds=0.5)
         postback_id = publish(r.spool, SMS_MO)
         r.worker.drain()
-        assert r.forwarder.deliver_due() == {"retry": 1}
+        assert r.delivery.deliver_due() == {"retry": 1}
         error = r.outbox.schedule(f"{postback_id}.001")["errors"][0]["parts"][0]["error"]
         assert "timed out" in error.lower() or "timeout" in error.lower()
-        assert r.forwarder.deliver_due(now=FAR_FUTURE) == {"delivered": 1}
+        assert r.delivery.deliver_due(now=FAR_FUTURE) == {"delivered": 1}
         assert [item.seen_before for item in app.tries(f"msg_{postback_id}_001")] == [0, 1]
 
 
@@ -162,7 +168,7 @@ def test_an_unreachable_application_is_retried(tmp_path: Path) -> None:
     r = rig(tmp_path, f"http://127.0.0.1:{free_port()}/hooks")
     postback_id = publish(r.spool, SMS_MO)
     r.worker.drain()
-    assert r.forwarder.deliver_due() == {"retry": 1}
+    assert r.delivery.deliver_due() == {"retry": 1}
     error = r.outbox.schedule(f"{postback_id}.001")["errors"][0]["parts"][0]["error"]
     assert "refused" in error.lower() or "connection" in error.lower()
 
@@ -174,15 +180,15 @@ def test_a_4xx_is_parked_shown_and_redeliverable(tmp_path: Path, capsys: pytest.
         postback_id = publish(r.spool, SMS_MO)
         other = publish(r.spool, sms("sms-2"))
         r.worker.drain()
-        assert r.forwarder.deliver_due() == {"undelivered": 2}
+        assert r.delivery.deliver_due() == {"undelivered": 2}
         assert r.outbox.count(r.outbox.pending) == 0
         parked = r.outbox.schedule(f"{postback_id}.001", r.outbox.undelivered)
         assert parked["reason"].startswith("HTTP 400")
 
         metrics.write()
         text = (tmp_path / "metrics.prom").read_text()
-        assert 'mospool_deliveries_total{outcome="undelivered"} 2.0' in text
-        assert "mospool_undelivered 2.0" in text
+        assert 'mospool_deliveries_total{destination="webhook",outcome="undelivered"} 2.0' in text
+        assert 'mospool_undelivered{destination="webhook"} 2.0' in text
 
         code, status = cli(tmp_path, "status", capsys=capsys)
         assert code == 1
@@ -195,10 +201,10 @@ def test_a_4xx_is_parked_shown_and_redeliverable(tmp_path: Path, capsys: pytest.
         app.script = always(Reply(200))
         code, moved = cli(tmp_path, "redeliver", postback_id, capsys=capsys)
         assert code == 0 and [row["id"] for row in moved] == [f"{postback_id}.001"]
-        assert r.forwarder.deliver_due() == {"delivered": 1}
+        assert r.delivery.deliver_due() == {"delivered": 1}
         code, moved = cli(tmp_path, "redeliver", "--all", capsys=capsys)
         assert [row["id"] for row in moved] == [f"{other}.001"]
-        assert r.forwarder.deliver_due() == {"delivered": 1}
+        assert r.delivery.deliver_due() == {"delivered": 1}
         code, status = cli(tmp_path, "status", capsys=capsys)
         assert code == 0 and status["webhooks"] == {"outbox": 0, "undelivered": 0}
         tries = app.tries(f"msg_{postback_id}_001")
@@ -220,8 +226,8 @@ def test_retries_give_up_after_attempts(tmp_path: Path) -> None:
         r = rig(tmp_path, app.url, attempts=2)
         postback_id = publish(r.spool, SMS_MO)
         r.worker.drain()
-        assert r.forwarder.deliver_due() == {"retry": 1}
-        assert r.forwarder.deliver_due(now=FAR_FUTURE) == {"undelivered": 1}
+        assert r.delivery.deliver_due() == {"retry": 1}
+        assert r.delivery.deliver_due(now=FAR_FUTURE) == {"undelivered": 1}
     parked = r.outbox.schedule(f"{postback_id}.001", r.outbox.undelivered)
     assert parked["reason"].startswith("gave up after 2 attempts: HTTP 503")
     assert len(parked["errors"]) == 2
@@ -232,17 +238,18 @@ def test_an_entry_waits_for_its_record_and_is_dropped_if_not_forwarded(app: App,
     failed = publish(r.spool, b"<postback><origin>MMS_MO</orig", "text/xml")
     waiting = publish(r.spool, SMS_MO)  # not filed yet: the worker has not run
     for postback_id in (failed, waiting):  # as if prepare() ran before a crash
-        entry = Entry(postback_id, 1, "processed", b'{"x":1}')
-        (r.outbox.pending / f"{entry.name}.json").write_bytes(entry.to_bytes())
+        entry = Entry(f"msg_{postback_id}_001", postback_id, 1, "processed", b'{"x":1}')
+        r.outbox.entry_path(entry.name).write_bytes(entry.to_bytes())
     r.worker.drain()  # failed goes to failed/; waiting's own filing rewrites its entry
     assert r.worker.spool.filed(failed) == r.spool.record_dir("failed", failed)
-    assert r.forwarder.deliver_due() == {"dropped": 1, "delivered": 1}
+    assert r.delivery.deliver_due() == {"dropped": 1, "delivered": 1}
     assert [item.payload["spool_id"] for item in app.received] == [waiting]
     assert r.outbox.count(r.outbox.pending) == 0
 
-    unfiled = Entry("20260101T000000.000000Z-0123456789ab", 1, "processed", b"{}")
-    (r.outbox.pending / f"{unfiled.name}.json").write_bytes(unfiled.to_bytes())
-    assert r.forwarder.deliver_due() == {"not filed": 1}
+    unfiled_id = "20260101T000000.000000Z-0123456789ab"
+    unfiled = Entry(f"msg_{unfiled_id}_001", unfiled_id, 1, "processed", b"{}")
+    r.outbox.entry_path(unfiled.name).write_bytes(unfiled.to_bytes())
+    assert r.delivery.deliver_due() == {"not filed": 1}
     assert r.outbox.count(r.outbox.pending) == 1
 
 
@@ -250,7 +257,7 @@ def test_failed_records_are_forwarded_when_configured(app: App, tmp_path: Path) 
     r = rig(tmp_path, app.url, states=("processed", "failed"))
     postback_id = publish(r.spool, b"<postback><origin>MMS_MO</orig", "text/xml")
     r.worker.drain()
-    assert r.forwarder.deliver_due() == {"delivered": 1}
+    assert r.delivery.deliver_due() == {"delivered": 1}
     (payload,) = [item.payload for item in app.received]
     assert payload["state"] == "failed"
     assert payload["spool_id"] == postback_id
@@ -266,7 +273,7 @@ def test_a_stuck_application_never_holds_up_filing(tmp_path: Path) -> None:
 
     with App(stuck) as app:
         r = rig(tmp_path, app.url, timeout_seconds=60, concurrency=2)
-        r.forwarder.start()  # the senders run while the worker files
+        r.delivery.start()  # the senders run while the worker files
         try:
             ids = [publish(r.spool, sms(f"sms-{n}")) for n in range(20)]
             assert r.worker.drain() == 20  # while both senders are stuck in a request
@@ -278,17 +285,19 @@ def test_a_stuck_application_never_holds_up_filing(tmp_path: Path) -> None:
                 time.sleep(0.05)
         finally:
             release.set()
-            r.forwarder.close()
+            r.delivery.close()
     assert sorted(app.delivered()) == sorted(f"msg_{postback_id}_001" for postback_id in ids)
     assert r.outbox.count(r.outbox.pending) == 0
 
 
-def test_outputs_for_adds_the_forwarder_only_when_configured(spool: Spool) -> None:
+def test_the_registry_builds_the_webhooks_only_when_configured(spool: Spool) -> None:
     off = Settings.for_spool(spool.root)
-    assert not any(isinstance(output, Forwarder) for output in outputs_for(off, spool, None))  # type: ignore[arg-type]
-    on = dataclasses.replace(off, forward=forward_settings("http://127.0.0.1:9/hooks"))
-    forwarders = [output for output in outputs_for(on, spool, None) if isinstance(output, Forwarder)]  # type: ignore[arg-type]
-    assert len(forwarders) == 1
+    index = Index(spool.root)
+    built = build_outputs(Context(off, spool, index, Metrics(None)))
+    assert not any(isinstance(output, Webhooks) for output in built)
+    on = replace(off, "forward", **dataclasses.asdict(forward_settings("http://127.0.0.1:9/hooks")))
+    built = build_outputs(Context(on, spool, index, Metrics(None)))
+    assert len([output for output in built if isinstance(output, Webhooks)]) == 1
     assert (spool.root / "outbox").is_dir() and (spool.root / "undelivered").is_dir()
 
 
@@ -297,7 +306,7 @@ def test_a_damaged_entry_of_a_filed_record_is_parked(app: App, tmp_path: Path) -
     postback_id = publish(r.spool, SMS_MO)
     r.worker.drain()
     r.outbox.entry_path(f"{postback_id}.001").write_bytes(b'{"webhook_id": "msg_')
-    assert r.forwarder.deliver_due() == {"undelivered": 1}
+    assert r.delivery.deliver_due() == {"undelivered": 1}
     parked = r.outbox.schedule(f"{postback_id}.001", r.outbox.undelivered)
     assert parked["reason"].startswith("damaged outbox entry")
     assert app.received == []

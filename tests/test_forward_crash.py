@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mospool.outbox import Outbox
-from mospool.spool import Spool
+from mospool.store import Outbox, Spool
 from tests.build import batch, publish, sms
 from tests.servers import REPO, write_config
 from tests.webhook_app import SECRET, App, Reply

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mospool.spool import SUFFIX, Spool
+from mospool.store import SUFFIX, Spool
 from tests.build import publish, sms
 from tests.disk import fill, small_tmpfs
 from tests.servers import REPO, Gunicorn, write_config

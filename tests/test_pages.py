@@ -14,22 +14,28 @@ import html5lib
 import pytest
 
 from mospool.cli import main as cli_main
-from mospool.config import load_settings
-from mospool.index import Index
-from mospool.outbox import Outbox
-from mospool.pages import Pages, rebuild
-from mospool.pages.render import DayCount, Overview, PageLink, day_page, day_row, record_page, root_page
-from mospool.pages.views import (
+from mospool.config import Settings, load_settings
+from mospool.index import Index, IndexStage
+from mospool.outputs.pages import Pages, rebuild
+from mospool.outputs.pages.record_page import record_page
+from mospool.outputs.pages.render import (
+    DayCount,
+    Overview,
+    PageLink,
+    day_page,
+    day_row,
+    root_page,
+)
+from mospool.outputs.pages.views import (
     DAY_PAGE_BYTES_MAX,
     DAYS_SHOWN,
     REASONS_SHOWN,
     ROOT_PAGE_BYTES_MAX,
     ROWS_PER_PAGE,
     RootPage,
-    full_page_name,
 )
-from mospool.record import Folder, read_folder
-from mospool.spool import Spool, State, new_id
+from mospool.store import Folder, Outbox, Spool, State, new_id, read_folder
+from mospool.store.layout import day_page_name
 from mospool.worker import Worker
 from tests.build import publish
 from tests.origin import Origin
@@ -231,7 +237,8 @@ def publish_at(spool: Spool, when: dt.datetime, n: int) -> str:
 def day_worker(make_worker: Callable[..., Worker]) -> Worker:
     worker = make_worker(outputs=[])
     later = itertools.count(0, 60)  # each drain's tick comes a minute after the last: no debounce in the way
-    worker.filer.outputs = [Pages(worker.spool, worker.index, per_page=3, clock=lambda: float(next(later)))]
+    pages = Pages(worker.spool, worker.index, worker.settings, per_page=3, clock=lambda: float(next(later)))
+    worker.filer.outputs = [IndexStage(worker.index), pages]
     return worker
 
 
@@ -272,18 +279,20 @@ def test_a_day_is_cut_into_immutable_full_pages_and_a_short_newest_page(
     assert rows_of(day / "index.html") == ["text 9", "text 8", "text 7"]
     assert not (day / "page-0004.html").exists()
     assert page_links(day / "index.html") == [
-        (full_page_name(3), "08:06 to 08:08"),
-        (full_page_name(2), "08:03 to 08:05"),
-        (full_page_name(1), "08:00 to 08:02"),
+        (day_page_name(3), "08:06 to 08:08"),
+        (day_page_name(2), "08:03 to 08:05"),
+        (day_page_name(1), "08:00 to 08:02"),
     ]
     written = page_links(day / "index.html")
     worker.close()
-    rebuild(Spool(spool.root), Index(spool.root), per_page=3)  # a new run looks the labels up in the index
+    rebuild(
+        Spool(spool.root), Index(spool.root), Settings.for_spool(spool.root), per_page=3
+    )  # a new run looks the labels up in the index
     assert page_links(day / "index.html") == written
     assert page_links(day / "page-0002.html") == [
         ("index.html", "newest"),
-        (full_page_name(3), "newer"),
-        (full_page_name(1), "older"),
+        (day_page_name(3), "newer"),
+        (day_page_name(1), "older"),
     ]
 
 
@@ -334,7 +343,7 @@ def test_a_full_day_page_stays_under_its_bound_with_the_worst_cells(tmp_path: Pa
         "first_image": "media/01-" + "p" * 60 + ".jpeg", "reason": '"' * 5000, "duplicate_of": None,
     }  # fmt: skip
     rows = [day_row(hostile) for _ in range(ROWS_PER_PAGE)]
-    links = [PageLink(full_page_name(n), "23:59 to 23:59") for n in range(400, 0, -1)]
+    links = [PageLink(day_page_name(n), "23:59 to 23:59") for n in range(400, 0, -1)]
     page = day_page("duplicates", "2026-11-26", rows, links, "x" * 100, "2026-11-26 10:00:00 UTC")
     assert len(page) < DAY_PAGE_BYTES_MAX
     assert_inert(parse_bytes(page))
@@ -393,7 +402,7 @@ def test_a_dismissed_record_says_so_instead_of_offering_a_retry(
 
 def test_the_root_page_shows_webhooks_waiting_and_undelivered(spool: Spool) -> None:
     index = Index(spool.root)
-    root = RootPage(spool, index)
+    root = RootPage(spool, index, Settings.for_spool(spool.root))
     root.write()
     assert "Webhooks" not in text_of(parse_strictly(spool.root / "index.html"))  # never forwarded
     outbox = Outbox(spool.root)
@@ -403,6 +412,6 @@ def test_the_root_page_shows_webhooks_waiting_and_undelivered(spool: Spool) -> N
     outbox.entry_path(f"{new_id()}.002").write_text("{}")
     root.write()
     shown = " ".join(text_of(parse_strictly(spool.root / "index.html")).split())
-    assert "waiting in outbox/: 2" in shown and "undelivered (parked in undelivered/" in shown
-    assert "mospool redeliver): 1" in shown
+    assert "Webhooks 2 in outbox/, 1 undelivered" in shown
+    assert "1 webhooks in undelivered/ (list undelivered, redeliver)" in shown
     index.close()

@@ -16,7 +16,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from mospool.spool import Spool
+from mospool.store import Spool
 from tests.nginx_stack import REPO, browse_site
 from tests.origin import Origin
 from tests.pages_spool import SCRIPT, Filed, fill

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mospool.parse import ParseError, Record, _fold, body_extension, normalize_timestamp, parse_postback
-from mospool.record import dedup_key
+from mospool.parse import ParseError, Record, body_extension, fold, normalize_timestamp, parse_postback
+from mospool.store.record import dedup_key
 
 SAMPLES = Path(__file__).parent / "postbacks"
 FORM = "application/x-www-form-urlencoded"
@@ -450,7 +450,7 @@ def test_the_origin_gives_the_kind_whatever_the_code(origin: str, kind: str) -> 
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 xml_name = st.builds(
     str.__add__, st.sampled_from(NAME_CHARS), st.text(NAME_CHARS + "0123456789._-", max_size=6)
-).filter(lambda name: _fold(name) != "notification")
+).filter(lambda name: fold(name) != "notification")
 xml_text = st.text(
     st.characters(max_codepoint=0xFFFD, exclude_categories=("Cs", "Cc", "Zl", "Zp")),
     max_size=12,

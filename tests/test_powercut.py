@@ -457,9 +457,9 @@ MUTANTS = [
     # still waiting is empty after it.
     Mutant(
         "receiver without its file fsync",
-        "mospool/spool.py",
-        "            os.fsync(fd)\n        except BaseException:",
-        "            pass\n        except BaseException:",
+        "mospool/durable.py",
+        "        os.fsync(fd)\n    except BaseException:",
+        "        pass\n    except BaseException:",
         Run(cuts=1, with_worker=False),
     ),
     # Without the directory fsync a rename reaches the disk only with the next fsync on the filesystem, which
@@ -469,7 +469,7 @@ MUTANTS = [
     # No resends: a resend's fsync would commit the rename before it, and its own loss would not show.
     Mutant(
         "receiver without its directory fsync",
-        "mospool/spool.py",
+        "mospool/store/spool.py",
         "        self._incoming_sync.sync()\n        return postback_id\n",
         "        return postback_id\n",
         Run(cuts=3, with_worker=False, senders=1, pace_seconds=0.5, resend_share=0.0),
@@ -482,7 +482,7 @@ MUTANTS = [
         "spool_worker.py",
         'log = logging.getLogger("mospool.spool_worker")\n',
         'log = logging.getLogger("mospool.spool_worker")\nos.fsync = os.fdatasync = lambda fd: None\n'
-        "import mospool.spool\nmospool.spool.Spool.sync = lambda self: None  # the filer's syncfs\n",
+        "import mospool.durable\nmospool.durable.FilesystemSync.sync = lambda self: None  # the filer's syncfs\n",
         Run(cuts=1, with_worker=True),
     ),
 ]

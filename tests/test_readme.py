@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mospool.spool import Spool
+from mospool.store import Spool
 from tests.build import publish
 from tests.servers import REPO, free_port, wait_for_http, write_config
 

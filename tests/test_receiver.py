@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mospool.spool import Spool
+from mospool.store import Spool
 from tests.servers import Gunicorn, write_config
 
 pytestmark = pytest.mark.slow  # a real gunicorn

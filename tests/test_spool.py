@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mospool.spool import (
-    SUFFIX,
-    CorruptPostback,
-    GroupSync,
-    Spool,
-    SpoolError,
-    decode,
-    encode,
-    id_time,
-    new_id,
-)
+from mospool.durable import GroupSync
+from mospool.store import SUFFIX, CorruptPostback, Spool, SpoolError, encode, id_time, new_id
+from mospool.store.postback import decode
 
 
 def test_publish_round_trips_exact_bytes_and_metadata(spool: Spool) -> None:

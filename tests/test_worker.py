@@ -17,7 +17,7 @@ import pytest
 
 from mospool.config import WorkerSettings
 from mospool.index import Index
-from mospool.spool import SUFFIX, Spool
+from mospool.store import SUFFIX, Spool
 from mospool.worker import EXIT_OBSERVER_DIED, Worker
 from tests.build import BATCH, SMS_MO, STATUS_XML, publish, read_json, sms
 from tests.servers import REPO, write_config

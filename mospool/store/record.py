@@ -1,9 +1,9 @@
-"""The record folder: the one owner of its file names, its message shape and what it holds.
+"""The record folder: what it holds, its message shape, and how it is read back.
 
-Every postback ends as one folder, ``<state>/YYYY-MM-DD/<id>/``. The worker builds a ``Filing``
-(everything the folder will hold but the media), writes it into ``work/<id>/`` and publishes the folder by
-one rename. The CLI, the pages and the forwarder read a published folder back with ``read_folder``; nothing
-else in the project spells a file name of the record folder.
+Every postback ends as one folder, ``<state>/YYYY-MM-DD/<id>/``. The worker builds a ``Filing`` (everything
+the folder will hold but the media, each message built once, with its media), the filer writes it into
+``work/<id>/`` and publishes the folder by one rename, and the outputs get the ``Folder`` the filing becomes.
+The CLI, the pages and the index read a published folder back with ``read_folder``.
 """
 
 from __future__ import annotations
@@ -15,35 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from mospool.parse import Parsed, Record, body_extension
-from mospool.spool import State
+from mospool.store.layout import (
+    DUPLICATE,
+    ERROR,
+    MEDIA,
+    MESSAGE,
+    REQUEST,
+    SPOOL_FILE,
+    State,
+    body_name,
+    is_body_file,
+    is_message_file,
+    message_name,
+)
 
 SCHEMA = 1
-REQUEST = "request.json"
-MESSAGE = "message.json"
-ERROR = "error.json"
-DUPLICATE = "duplicate.json"
-RETRY = "retry.json"
-SPOOL_FILE = "spool-file.postback"
-MEDIA = "media"
-PAGE = "index.html"
-BODY_STEM = "body"
 
 # What a failed or duplicate folder says about each notice, so it can be found and read without its body.
 SUMMARY_KEYS = ("kind", "origin", "code", "from", "to", "tracking_id", "timestamp", "subject", "text")
-
-
-# States whose postbacks are finished record folders under <state>/YYYY-MM-DD/<id>/.
-FILED_STATES = (State.PROCESSED, State.FAILED, State.DUPLICATES, State.DISMISSED)
-
-
-def is_message_file(name: str) -> bool:
-    """message.json, or one of a batch's message-NNN.json."""
-    return name == MESSAGE or (name.startswith("message-") and name.endswith(".json"))
-
-
-def message_name(position: int, count: int) -> str:
-    """message.json for a single notice; message-001.json, message-002.json, … for a batch."""
-    return MESSAGE if count == 1 else f"message-{position:03d}.json"
 
 
 def dedup_key(record: Record, body_sha256: str, position: int) -> str:
@@ -53,13 +42,29 @@ def dedup_key(record: Record, body_sha256: str, position: int) -> str:
     return f"sha256:{body_sha256}" + (f"#{position}" if position > 1 else "")
 
 
+@dataclass(frozen=True)
+class Media:
+    """The downloaded parts of one notice (as message.json lists them) and the text its text parts hold."""
+
+    parts: list[dict[str, Any]]
+    texts: list[str] = field(default_factory=list)
+
+
 def messages(
-    spool_id: str, received_at: str, parsed: Parsed, keys: Sequence[str], owners: Sequence[str]
+    spool_id: str,
+    received_at: str,
+    parsed: Parsed,
+    keys: Sequence[str],
+    owners: Sequence[str],
+    media: Sequence[Media | None] = (),
 ) -> list[dict[str, Any]]:
-    """The message.json records of one postback, schema 1, one per notice."""
+    """The message.json records of one postback, schema 1, one per notice, each with its media."""
     batch = len(parsed.records) > 1
+    fetched = [*media, *[None] * (len(parsed.records) - len(media))]
     result = []
-    for position, (record, key, owner) in enumerate(zip(parsed.records, keys, owners, strict=True), 1):
+    for position, (record, key, owner, parts) in enumerate(
+        zip(parsed.records, keys, owners, fetched, strict=True), 1
+    ):
         message: dict[str, Any] = {
             "schema": SCHEMA,
             "spool_id": spool_id,
@@ -69,6 +74,10 @@ def messages(
             "dedup_key": key,
             "duplicate_of": owner if owner != spool_id else None,
         }
+        if parts is not None:
+            message["media"] = parts.parts
+            if parts.texts and not message["text"]:
+                message["text"] = "\n".join(parts.texts)
         if batch:
             message["batch_position"] = position
         result.append(message)
@@ -84,7 +93,7 @@ def summaries(parsed: Parsed | None) -> list[dict[str, Any]]:
 
 @dataclass
 class Filing:
-    """Everything a record folder holds but its media: built by the worker, written by ``write``."""
+    """Everything a record folder holds but its media: built by the worker, written by the filer."""
 
     state: State
     spool_id: str
@@ -101,7 +110,7 @@ class Filing:
         return (self.meta or {}).get("received_at")
 
     def as_folder(self, path: Path) -> Folder:
-        """The folder this filing becomes, without reading it back."""
+        """The folder this filing becomes at ``path``, without reading it back."""
         return Folder(self.state, path, self.spool_id, self.meta, self.messages, self.error, self.duplicate)
 
     def files(self) -> Iterator[tuple[str, bytes]]:
@@ -109,20 +118,20 @@ class Filing:
         if self.spool_file is not None:
             yield SPOOL_FILE, self.spool_file
         if self.body is not None:
-            yield f"{BODY_STEM}.{body_extension(self.body, self.content_type)}", self.body
+            yield body_name(body_extension(self.body, self.content_type)), self.body
         if self.meta is not None:
-            yield REQUEST, _json_bytes(self.meta)
+            yield REQUEST, json_bytes(self.meta)
         for position, message in enumerate(self.messages, 1):
-            yield message_name(position, len(self.messages)), _json_bytes(message)
+            yield message_name(position, len(self.messages)), json_bytes(message)
         if self.error is not None:
-            yield ERROR, _json_bytes(self.error)
+            yield ERROR, json_bytes(self.error)
         if self.duplicate is not None:
-            yield DUPLICATE, _json_bytes(self.duplicate)
+            yield DUPLICATE, json_bytes(self.duplicate)
 
 
 @dataclass(frozen=True)
 class Folder:
-    """A published record folder, read back."""
+    """A record folder: published, or about to be (``path`` is then where it will be)."""
 
     state: State
     path: Path
@@ -141,14 +150,21 @@ class Folder:
         found = note.get("notices")
         return found if isinstance(found, list) else []
 
-    def message_files(self) -> list[Path]:
-        return sorted(self.path.glob("message-*.json")) or [p for p in [self.path / MESSAGE] if p.is_file()]
+    @property
+    def received_at(self) -> str | None:
+        found = (self.request or {}).get("received_at")
+        return found or next((n.get("received_at") for n in self.notices if n.get("received_at")), None)
 
-    def body_file(self) -> Path | None:
-        return next(iter(sorted(self.path.glob(f"{BODY_STEM}.*"))), None)
+    @property
+    def day(self) -> str:
+        return self.path.parent.name
 
-    def media_files(self) -> list[Path]:
-        media = self.path / MEDIA
+    def media_dir(self, located: Path | None = None) -> Path:
+        """Its media/ folder; ``located``: where the folder's files are now, if not yet at ``path``."""
+        return (located or self.path) / MEDIA
+
+    def media_files(self, located: Path | None = None) -> list[Path]:
+        media = self.media_dir(located)
         return sorted(p for p in media.iterdir() if p.is_file()) if media.is_dir() else []
 
 
@@ -167,6 +183,33 @@ def read_folder(path: Path, state: State) -> Folder:
     )
 
 
+@dataclass(frozen=True)
+class FileNote:
+    """A file of a record folder that a person may want to open, and what it is."""
+
+    name: str
+    what: str
+
+
+FILE_NOTES = {
+    REQUEST: "what the receiver recorded (time, client address, headers)",
+    ERROR: "why it failed",
+    DUPLICATE: "what it duplicates",
+    SPOOL_FILE: "the damaged spool file, whole",
+}
+
+
+def described_files(names: Sequence[str]) -> list[FileNote]:
+    """The body first, then the messages and the other JSON files, each with what it holds."""
+    found = [FileNote(name, "the body exactly as received") for name in names if is_body_file(name)]
+    for name in names:
+        if is_message_file(name):
+            found.append(FileNote(name, "the normalized record"))
+        elif name in FILE_NOTES:
+            found.append(FileNote(name, FILE_NOTES[name]))
+    return found
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         value = json.loads(path.read_bytes())
@@ -175,5 +218,5 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _json_bytes(value: Any) -> bytes:
+def json_bytes(value: Any) -> bytes:
     return json.dumps(value, indent=2, ensure_ascii=False).encode() + b"\n"

@@ -1,0 +1,96 @@
+"""A destination of the delivery engine: where its entries wait, how a try is made, and what it reports.
+
+An output that delivers describes its destination with a ``Route``: a name (for the log and the metrics'
+``destination`` label), the address its retry schedules name, its outbox in the spool, a ``Transport`` that
+makes one try and says how it went (an ``Answer``), its retry policy, its number of sender threads, and the
+record states it takes. ``delivery_status`` is what a destination adds to `mospool status` and the front
+page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from mospool import retry
+from mospool.metrics import Metrics
+from mospool.outputs.registry import StatusPart
+from mospool.store import Entry, Outbox
+from mospool.store.outbox import OUTBOX, UNDELIVERED
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one try got: delivered, or not and whether to try again, and what to say about it."""
+
+    delivered: bool
+    detail: str
+    transient: bool = False  # not delivered, but worth another try later
+    retry_after: float | None = None
+
+
+class Transport(Protocol):
+    """How a destination is reached: one call per try, from any sender thread."""
+
+    def send(self, entry: Entry) -> Answer: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Route:
+    """One destination: where its entries live, how they are sent, how often tried, and what it takes."""
+
+    name: str  # in the log and the metrics' destination label
+    address: str  # where it goes (a URL), as its retry schedules name it
+    outbox: Outbox
+    transport: Transport
+    policy: retry.Policy
+    concurrency: int
+    states: tuple[str, ...]  # record states whose messages it takes
+
+
+class DeliveryMetrics:
+    """Every destination's tries and waiting entries, told apart by the ``destination`` label."""
+
+    OUTCOMES = ("delivered", "retry", "undelivered", "dropped")
+
+    def __init__(self, metrics: Metrics, destination: str) -> None:
+        self.destination = destination
+        self.tries = metrics.counter(
+            "mospool_deliveries",
+            "Delivery tries, by destination and outcome (delivered, retry, undelivered, dropped)",
+            ["destination", "outcome"],
+        )
+        self.pending = metrics.gauge(
+            "mospool_outbox_pending", "Deliveries waiting in the outbox", ["destination"]
+        )
+        self.parked = metrics.gauge(
+            "mospool_undelivered", "Deliveries parked as undelivered", ["destination"]
+        )
+
+    def tried(self, outcome: str) -> None:
+        if outcome in self.OUTCOMES:
+            self.tries.labels(destination=self.destination, outcome=outcome).inc()
+
+    def waiting(self, pending: int, undelivered: int) -> None:
+        self.pending.labels(destination=self.destination).set(pending)
+        self.parked.labels(destination=self.destination).set(undelivered)
+
+
+def delivery_status(key: str, outbox: Outbox) -> StatusPart:
+    """What a destination adds to `mospool status` and the front page: waiting and undelivered entries."""
+    waiting = outbox.count(outbox.pending)
+    undelivered = outbox.count(outbox.undelivered)
+    alerts = []
+    if undelivered:
+        alerts.append(
+            f"{undelivered} {key} in {outbox.parked_label}/ (list {outbox.parked_label}, redeliver)"
+        )
+    return StatusPart(
+        key=key,
+        counts={OUTBOX: waiting, UNDELIVERED: undelivered},
+        line=f"{waiting} in {outbox.pending_label}/, {undelivered} undelivered",
+        alerts=alerts,
+        active=outbox.exists(),
+    )

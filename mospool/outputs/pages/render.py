@@ -1,0 +1,162 @@
+"""The HTML pages as pure functions: a record folder or index rows in, UTF-8 bytes out.
+
+This module holds what every page shares and the listings (a day's pages, the front page);
+``record_page`` holds the record's own page.
+
+Every value a postback carries is hostile: it reaches the page only through Jinja2's autoescaping, never as
+a link or a source. Links are built here, from names the spool itself chose, as relative paths with every
+segment percent-encoded, so the pages work under any URL prefix and when opened as files. No page loads
+anything from elsewhere or runs any script; the style is inline (the browse site's CSP allows inline styles
+and nothing else).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+
+from mospool.outputs.registry import StatusPart
+from mospool.store import State, id_time
+from mospool.store.layout import MEDIA, PAGE, media_file_name
+
+ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("mospool.outputs.pages", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+# By file extension, because the browse site's Content-Type comes from the extension (deploy/nginx).
+IMAGES = {"jpg", "jpeg", "png", "gif", "bmp", "webp"}
+VIDEOS = {"mp4", "webm"}
+AUDIOS = {"mp3", "m4a", "aac", "ogg", "wav"}
+KINDS = {"mms_mo": "MMS", "sms_mo": "SMS", "status": "delivery status", "other": "notice"}
+
+# Day-page cells are cut to these lengths, so a row (and so a page) has a size bound whatever arrives.
+KIND_CHARS = 16
+CELL_CHARS = 32
+SNIPPET_CHARS = 80
+
+
+def href(*segments: str) -> str:
+    """A relative link from spool-chosen names: each segment percent-encoded (no scheme can sneak in)."""
+    return "/".join(urllib.parse.quote(segment, safe="") for segment in segments)
+
+
+def day_of(spool_id: str) -> str | None:
+    """The YYYY-MM-DD folder of a spool id, or None if it is not one."""
+    try:
+        return id_time(spool_id).strftime("%Y-%m-%d")
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One notice in a day listing, every text cut to a bound."""
+
+    link: str
+    time: str
+    kind: str
+    sender: str
+    recipient: str
+    snippet: str
+    preview: str | None
+    outcome: str
+
+
+def day_row(row: Mapping[str, Any]) -> Row:
+    """A messages-table row (index.py) as shown on its day page."""
+    spool_id, position = str(row["spool_id"]), int(row["position"])
+    anchor = f"#notice-{position}" if position > 1 else ""
+    image = row["first_image"]
+    preview = _media_link(spool_id, str(image)) if image else None
+    return Row(
+        link=href(spool_id, PAGE) + anchor,
+        time=_clock(row["received_at"], spool_id),
+        kind=KINDS.get(str(row["kind"]), _cut(row["kind"], KIND_CHARS) or "?"),
+        sender=_cut(row["sender"], CELL_CHARS),
+        recipient=_cut(row["recipient"], CELL_CHARS),
+        snippet=_cut(row["subject"] or row["text"], SNIPPET_CHARS),
+        preview=preview,
+        outcome=_outcome(row),
+    )
+
+
+def _media_link(spool_id: str, name: str) -> str | None:
+    inner = media_file_name(name)
+    if inner is None or inner.rsplit(".", 1)[-1].lower() not in IMAGES:
+        return None
+    return href(spool_id, MEDIA, inner)
+
+
+def _clock(received_at: Any, spool_id: str) -> str:
+    try:
+        return dt.datetime.fromisoformat(str(received_at)).strftime("%H:%M:%S")
+    except ValueError:
+        return id_time(spool_id).strftime("%H:%M:%S") if day_of(spool_id) else "?"
+
+
+def _outcome(row: Mapping[str, Any]) -> str:
+    if row["state"] == State.FAILED:
+        return _cut(row["reason"], SNIPPET_CHARS) or "failed"
+    if row["state"] == State.DUPLICATES:
+        return f"duplicate of {_cut(row['duplicate_of'], CELL_CHARS)}"
+    count = int(row["media_count"] or 0)
+    return f"{count} media" if count else "filed"
+
+
+def _cut(value: Any, limit: int) -> str:
+    text = " ".join(str(value).split()) if value else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class PageLink:
+    link: str
+    label: str
+
+
+def day_page(
+    state: str, day: str, rows: Sequence[Row], pages: Sequence[PageLink], note: str, generated: str
+) -> bytes:
+    """One page of a day's listing, newest first, with links to the day's other pages."""
+    html = ENV.get_template("day.html").render(
+        state=state, day=day, rows=rows, pages=pages, note=note, generated=generated
+    )
+    return html.encode()
+
+
+@dataclass(frozen=True)
+class DayCount:
+    link: str
+    day: str
+    count: int
+
+
+@dataclass
+class Overview:
+    """What the spool root page shows."""
+
+    counts: dict[str, int]
+    waiting: int
+    waiting_capped: bool
+    oldest_waiting_seconds: float
+    deferred: int
+    days: dict[str, list[DayCount]]
+    reasons: list[tuple[str, int]]
+    generated: str
+    outputs: list[StatusPart] = field(default_factory=list)  # what each output that ever ran adds
+
+
+def root_page(overview: Overview) -> bytes:
+    html = ENV.get_template("root.html").render(
+        o=overview, reasons=[(_cut(r, 160), n) for r, n in overview.reasons]
+    )
+    return html.encode()

@@ -1,0 +1,92 @@
+"""How config.ini's values are read: each parser takes the raw text of one key and returns the typed value,
+or raises ValueError saying what a person should write instead (config names the section and key)."""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import urllib.parse
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def non_negative_int(raw: str) -> int:
+    digits = raw.replace("_", "")
+    if not digits.lstrip("-").isdecimal():
+        raise ValueError("must be a whole number such as 1048576, without a unit (no KB, MB, s)")
+    value = int(digits)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def positive_int(raw: str) -> int:
+    value = non_negative_int(raw)
+    if value == 0:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number such as 30 or 0.5, without a unit") from None
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def boolean(raw: str) -> bool:
+    states = configparser.ConfigParser.BOOLEAN_STATES
+    if raw.lower() not in states:
+        raise ValueError("must be yes or no")
+    return states[raw.lower()]
+
+
+def words(raw: str) -> tuple[str, ...]:
+    return tuple(word for word in raw.replace(",", " ").split() if word)
+
+
+def networks(raw: str) -> tuple[Network, ...]:
+    return tuple(network(word) for word in words(raw))
+
+
+def network(word: str) -> Network:
+    """A CIDR whose host bits are zero: 203.0.113.5/24 is refused rather than silently widened."""
+    try:
+        return ipaddress.ip_network(word)
+    except ValueError as exc:
+        if "host bits set" not in str(exc):
+            raise
+        meant = ipaddress.ip_network(word, strict=False)
+        hint = f"{word} has host bits set: write {meant} for the network, or the bare address"
+        raise ValueError(hint) from None
+
+
+def url_path(raw: str) -> str:
+    if not raw.startswith("/") or (raw.endswith("/") and raw != "/"):
+        raise ValueError("must start with / and not end with /")
+    return raw
+
+
+def token(raw: str) -> str:
+    if raw and not all(c.isalnum() or c in "-_." for c in raw):
+        raise ValueError("may hold only letters, digits, '-', '_' and '.'")
+    return raw
+
+
+def log_level(raw: str) -> str:
+    if raw.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return raw.upper()
+
+
+def http_url(raw: str) -> str:
+    """Empty, or an http(s) URL with a host."""
+    if not raw:
+        return raw
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return raw
