@@ -40,6 +40,9 @@ SCAN_BATCH = 5000
 METRICS_EVERY_SECONDS = 5.0
 TICK_SECONDS = 1.0  # how often outputs may do their debounced work
 EXIT_OBSERVER_DIED = 3
+# What the processor hands to the filer, by the state it files in: logged once published.
+OUTCOMES = {State.PROCESSED: "processed", State.DUPLICATES: "duplicate", State.FAILED: "failed"}
+HANDED_TO_THE_FILER = set(OUTCOMES.values())
 
 
 def utc_now() -> dt.datetime:
@@ -63,6 +66,7 @@ class Worker:
         self._released: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._stop_deadline: float | None = None  # set at stop: until then the filer may publish
 
     def close(self) -> None:
         self.media.close()
@@ -84,6 +88,7 @@ class Worker:
         with ThreadPoolExecutor(self.settings.worker.concurrency) as pool:
             while batch := self.next_batch():
                 handled += sum(1 for _ in pool.map(self.process, batch))
+        self.filer.flush()
         self.filer.tick()
         self.write_metrics()
         return handled
@@ -124,27 +129,35 @@ class Worker:
             work_file = self.spool.undefer(path) if self.spool.is_deferred(path) else self.spool.claim(path)
             if work_file is None:
                 return "gone"
-            claimed = Claimed(work_file, self.spool.build_dir(postback_id))
+            build, new = self.spool.open_build(postback_id)
+            claimed = Claimed(work_file, build, new_build=new)
+            claimed.done = lambda state, error: self._filed(claimed, state, error, started)
             try:
                 outcome = self.processor.handle(claimed)
             except STORAGE_ERRORS as exc:  # disk full, I/O error: not the postback's fault
-                log.error(
-                    "postback %s: storage error, back to %s/ for a later pass: %s",
-                    postback_id,
-                    State.INCOMING,
-                    exc,
-                )
-                self._release(claimed)
+                self._release(claimed, exc)
                 return "released"
-            self._log(claimed, outcome, started)
+            if outcome not in HANDED_TO_THE_FILER:  # those are logged once published (_filed)
+                self._log(claimed, outcome, started)
             return outcome
         finally:
             with self._lock:
                 self._in_flight.discard(postback_id)
 
-    def _release(self, claimed: Claimed) -> None:
+    def _filed(self, claimed: Claimed, state: State, error: BaseException | None, started: float) -> None:
+        """The filer's word on a record handed to it: published, or not known durable (a later pass)."""
+        if error is not None:
+            self._release(claimed, error)
+        else:
+            self._log(claimed, OUTCOMES[state], started)
+
+    def _release(self, claimed: Claimed, error: BaseException) -> None:
         """Put the postback back in incoming/, wherever a failed step left its file."""
-        self._released.add(claimed.id)
+        log.error(
+            "postback %s: storage error, back to %s/ for a later pass: %s", claimed.id, State.INCOMING, error
+        )
+        with self._lock:
+            self._released.add(claimed.id)
         for candidate in (claimed.work_file, claimed.build / claimed.work_file.name):
             if candidate.exists():
                 self.spool.release(candidate)
@@ -181,7 +194,9 @@ class Worker:
         finally:
             observer.stop()
             self.media.close()  # parts still queued come back as transient: their postbacks are retried
-            self.filer.close()
+            if self._stop_deadline is None:
+                self._stop_deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds
+            self.filer.close(timeout=max(self._stop_deadline - time.monotonic(), 0.0))
 
     def _serve(self, hints: queue.SimpleQueue[Path], observer: Any) -> int:
         settings = self.settings.worker
@@ -230,7 +245,7 @@ class Worker:
             log.info("removed %d stale tmp files", removed)
 
     def _finish(self, running: set[Future[str]]) -> int:
-        deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds
+        deadline = self._stop_deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds
         while any(not future.done() for future in running) and time.monotonic() < deadline:
             time.sleep(0.05)
         left = sum(1 for future in running if not future.done())
