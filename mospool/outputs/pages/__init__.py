@@ -69,7 +69,7 @@ class Pages(BaseOutput):
                 yield state.value, days[-1]
 
     def prepare(self, folder: Folder, batch: Batch) -> None:
-        batch.write_in_record(PAGE, record_page(folder, located=batch.build))
+        batch.write_in_record(PAGE, record_page(folder, located=batch.build, names=batch.in_record))
 
     def published(self, folders: Sequence[Folder]) -> None:
         with self._lock:

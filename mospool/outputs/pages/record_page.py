@@ -53,9 +53,10 @@ class Notice:
     parts: list[Part] = field(default_factory=list)
 
 
-def record_page(folder: Folder, located: Path | None = None) -> bytes:
+def record_page(folder: Folder, located: Path | None = None, names: Sequence[str] | None = None) -> bytes:
     """The page of one record folder, built from what it holds; ``located``: where its files are now, if
-    not yet at ``folder.path`` (the build folder, before it is published)."""
+    not yet at ``folder.path`` (the build folder, before it is published); ``names``: its files, when the
+    caller knows them (else the folder is listed)."""
     files_at = located or folder.path
     notices = folder.notices
     html = ENV.get_template("record.html").render(
@@ -70,7 +71,7 @@ def record_page(folder: Folder, located: Path | None = None) -> bytes:
         failure=_failure(folder),
         duplicate=_duplicate(folder),
         loose_media=_loose_media(folder, files_at) if not folder.messages else [],
-        files=_files(files_at),
+        files=_files(files_of(files_at) if names is None else sorted(names)),
     )
     return html.encode()
 
@@ -196,6 +197,6 @@ def _duplicate(folder: Folder) -> Duplicate | None:
     return Duplicate(original or "unknown", link)
 
 
-def _files(files_at: Path) -> list[tuple[str, str]]:
-    """(link, what it is) for each file of the folder a person may want to open: one listing, no globbing."""
-    return [(href(note.name), f"{note.name}: {note.what}") for note in described_files(files_of(files_at))]
+def _files(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(link, what it is) for each file of the folder a person may want to open."""
+    return [(href(note.name), f"{note.name}: {note.what}") for note in described_files(names)]

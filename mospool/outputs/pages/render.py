@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 
 from mospool.outputs.registry import StatusPart
-from mospool.store import State, id_time
+from mospool.store import State, id_day, id_time
 from mospool.store.layout import MEDIA, PAGE, media_file_name
 
 ENV = jinja2.Environment(
@@ -30,6 +30,7 @@ ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    auto_reload=False,  # the templates ship with the package: no stat of each one at every page
 )
 
 # By file extension, because the browse site's Content-Type comes from the extension (deploy/nginx).
@@ -52,7 +53,7 @@ def href(*segments: str) -> str:
 def day_of(spool_id: str) -> str | None:
     """The YYYY-MM-DD folder of a spool id, or None if it is not one."""
     try:
-        return id_time(spool_id).strftime("%Y-%m-%d")
+        return id_day(spool_id)
     except ValueError:
         return None
 
