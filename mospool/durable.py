@@ -19,7 +19,7 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 
 
-def write_new(path: Path, data: bytes) -> None:
+def write_new(path: Path | str, data: bytes) -> None:
     """Create ``path`` (must not exist) with ``data``, mode 0640, fsynced; nothing is left on failure."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
@@ -78,9 +78,9 @@ def make_dir(path: Path) -> bool:
     return True
 
 
-def unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path | str) -> None:
     with contextlib.suppress(OSError):
-        path.unlink()
+        os.unlink(path)  # noqa: PTH108 (a str or a Path)
 
 
 class FilesystemSync:

@@ -105,8 +105,12 @@ class Index:
         # Claims read through a connection of their own: in WAL mode a reader never waits for the writer's
         # commit (its fsync), so a postback's claim does not wait for the group commit of others.
         self._reader = _connect(self.path)
+        self._query_lock = threading.Lock()  # the connection the pages and the CLI read through
+        self._queries = _connect(self.path)
 
     def close(self) -> None:
+        with self._query_lock:
+            self._queries.close()
         with self._claims_lock:
             self._reader.close()
         with self._lock:
@@ -212,8 +216,9 @@ class Index:
         return int(count)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        """A read, through a connection of its own: it neither waits for nor holds up the writer."""
+        with self._query_lock:
+            return self._queries.execute(sql, params).fetchall()
 
 
 class IndexStage:

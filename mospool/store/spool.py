@@ -90,10 +90,10 @@ class Spool:
         """
         postback_id = postback_id or new_id()
         name = postback_id + SUFFIX
-        temp = self.tmp / name
+        temp = f"{self.tmp}/{name}"  # strings, not pathlib: this runs once per request
         write_new(temp, encode(sealed({**meta, "id": postback_id}, body), body))
         try:
-            os.rename(temp, self.incoming / name)
+            os.rename(temp, f"{self.incoming}/{name}")
         except OSError:
             unlink_quietly(temp)
             raise

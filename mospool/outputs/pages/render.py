@@ -13,6 +13,7 @@ and nothing else).
 from __future__ import annotations
 
 import datetime as dt
+import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ ENV = jinja2.Environment(
 IMAGES = {"jpg", "jpeg", "png", "gif", "bmp", "webp"}
 VIDEOS = {"mp4", "webm"}
 AUDIOS = {"mp3", "m4a", "aac", "ogg", "wav"}
+WRITTEN_FOR = re.compile(rb"<!-- mospool-rows (\d+) -->")
 KINDS = {"mms_mo": "MMS", "sms_mo": "SMS", "status": "delivery status", "other": "notice"}
 
 # Day-page cells are cut to these lengths, so a row (and so a page) has a size bound whatever arrives.
@@ -125,13 +127,26 @@ class PageLink:
 
 
 def day_page(
-    state: str, day: str, rows: Sequence[Row], pages: Sequence[PageLink], note: str, generated: str
+    state: str,
+    day: str,
+    rows: Sequence[Row],
+    pages: Sequence[PageLink],
+    note: str,
+    generated: str,
+    total: int | None = None,
 ) -> bytes:
-    """One page of a day's listing, newest first, with links to the day's other pages."""
+    """One page of a day's listing, newest first, with links to the day's other pages; ``total``: on the
+    day's index page, the notifications it was written for (a comment the worker reads back at start)."""
     html = ENV.get_template("day.html").render(
-        state=state, day=day, rows=rows, pages=pages, note=note, generated=generated
+        state=state, day=day, rows=rows, pages=pages, note=note, generated=generated, total=total
     )
     return html.encode()
+
+
+def written_for(page: bytes) -> int | None:
+    """The ``total`` a day's index page was written for, or None."""
+    found = WRITTEN_FOR.search(page)
+    return int(found.group(1)) if found else None
 
 
 @dataclass(frozen=True)

@@ -92,8 +92,18 @@ class DayPages:
         links = self._page_links(full)
         rows = self._newest_rows()
         note = f"{total} notifications; this page: the newest {len(rows)}"
-        write_view(self.folder / PAGE, render.day_page(self.state, self.day, rows, links, note, utc_stamp()))
+        page = render.day_page(self.state, self.day, rows, links, note, utc_stamp(), total)
+        write_view(self.folder / PAGE, page)
         return full - first + 1
+
+    def is_current(self) -> bool:
+        """Whether the day's pages were last written whole for as many notifications as the index holds: the
+        index page is written last, so one that says so was preceded by every page of its rewrite."""
+        try:
+            written = render.written_for((self.folder / PAGE).read_bytes())
+        except OSError:
+            return False
+        return written == self._count("folder < ?", self.high)
 
     def _count(self, bound: str, value: str) -> int:
         sql = f"SELECT count(*) FROM messages WHERE folder >= ? AND {bound}"  # noqa: S608 (constant bounds)
