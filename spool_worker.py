@@ -17,6 +17,7 @@ import threading
 
 from mospool import logs
 from mospool.config import CONFIG_ENV, EXIT_CONFIG, ConfigError, config_path, load_settings, spool_problem
+from mospool.english import counted
 from mospool.store import SpoolError
 from mospool.worker import Worker
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.once:
         worker.recover()
         handled = worker.drain()
-        log.info("--once: handled %d postbacks", handled)
+        log.info("--once: handled %s", counted(handled, "postback"))
         worker.close()
         return 0
 

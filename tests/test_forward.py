@@ -195,21 +195,75 @@ def test_a_4xx_is_parked_shown_and_redeliverable(tmp_path: Path, capsys: pytest.
         assert status["webhooks"] == {"outbox": 0, "undelivered": 2}
         assert any("undelivered" in alert for alert in status["attention"])
         code, rows = cli(tmp_path, "list", "undelivered", capsys=capsys)
-        assert sorted(row["id"] for row in rows) == sorted([f"{postback_id}.001", f"{other}.001"])
+        assert sorted(row["entry"] for row in rows) == sorted([f"{postback_id}.001", f"{other}.001"])
         assert all(row["reason"].startswith("HTTP 400") for row in rows)
 
         app.script = always(Reply(200))
         code, moved = cli(tmp_path, "redeliver", postback_id, capsys=capsys)
-        assert code == 0 and [row["id"] for row in moved] == [f"{postback_id}.001"]
+        assert code == 0 and [row["entry"] for row in moved] == [f"{postback_id}.001"]
+        assert moved[0]["file"] == f"outbox/{postback_id}.001.entry"
         assert r.delivery.deliver_due() == {"delivered": 1}
         code, moved = cli(tmp_path, "redeliver", "--all", capsys=capsys)
-        assert [row["id"] for row in moved] == [f"{other}.001"]
+        assert [row["entry"] for row in moved] == [f"{other}.001"]
         assert r.delivery.deliver_due() == {"delivered": 1}
         code, status = cli(tmp_path, "status", capsys=capsys)
         assert code == 0 and status["webhooks"] == {"outbox": 0, "undelivered": 0}
         tries = app.tries(f"msg_{postback_id}_001")
     assert [item.status for item in tries] == [400, 200]
     assert tries[0].body == tries[1].body
+
+
+def test_list_undelivered_shows_each_entry_and_whose_message_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with App(always(Reply(410))) as app:
+        r = rig(tmp_path, app.url)
+        batch = publish(r.spool, BATCH, "text/xml")
+        r.worker.drain()
+        assert r.delivery.deliver_due() == {"undelivered": 3}
+    _, rows = cli(tmp_path, "list", "undelivered", capsys=capsys)
+    assert [
+        (row["entry"], row["delivery_id"], row["id"], row["from"], row["to"], row["tracking_id"])
+        for row in rows
+    ] == [
+        (f"{batch}.{n:03d}", f"msg_{batch}_{n:03d}", batch, f"1555000{n}", "28444", f"batch-{n}")
+        for n in (1, 2, 3)
+    ]
+    config = write_config(tmp_path / "cli.ini", tmp_path / "spool")
+    assert cli_main(["--config", str(config), "list", "undelivered"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert lines[0].startswith(
+        f"entry={batch}.001  delivery_id=msg_{batch}_001  id={batch}  from=15550001  to=28444"
+    )
+    assert "tracking_id=batch-1  attempts=1  reason=" in lines[0]
+
+
+def test_redeliver_takes_the_webhook_id_the_log_prints_and_unique_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with App(always(Reply(410))) as app:
+        r = rig(tmp_path, app.url)
+        first = publish(r.spool, sms("sms-1"))
+        second = publish(r.spool, sms("sms-2"))
+        batch = publish(r.spool, BATCH, "text/xml")
+        r.worker.drain()
+        assert r.delivery.deliver_due() == {"undelivered": 5}
+    config = write_config(tmp_path / "cli.ini", tmp_path / "spool")
+
+    def redeliver(*wanted: str) -> list[str]:
+        code, rows = cli(tmp_path, "redeliver", *wanted, capsys=capsys)
+        assert code == 0
+        return [row["entry"] for row in rows]
+
+    assert cli_main(["--config", str(config), "redeliver", "msg_"]) == 2  # the start of every one of them
+    error = capsys.readouterr().err
+    assert "msg_ is the start of entries of 3 postbacks" in error and first in error and batch in error
+    assert r.outbox.count(r.outbox.undelivered) == 5  # nothing moved
+    assert redeliver(f"msg_{first}_001") == [f"{first}.001"]  # as the log prints it
+    assert redeliver(f"msg_{batch}_00") == [f"{batch}.{n:03d}" for n in (1, 2, 3)]  # one postback's entries
+    assert redeliver(second[:-4]) == [f"{second}.001"]  # the start of a postback id
+    assert r.outbox.count(r.outbox.undelivered) == 0
+    assert r.outbox.count(r.outbox.pending) == 5
 
 
 def test_redeliver_names_what_is_not_undelivered(

@@ -1,4 +1,4 @@
-"""`mospool <command>` (or `python -m mospool`): what postqueue/postsuper give a Postfix admin, for the spool.
+"""`mospool <command>`: what postqueue/postsuper give a Postfix admin, for the spool.
 
 Every command prints for people by default and JSON with --json. `status` exits 1 when something needs
 attention, so a monitor can run it. The CLI never creates a spool: it opens the one [spool] dir names, and
@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from mospool import logs
-from mospool.cli import admin, inspect, text
+from mospool.cli import admin, inspect, replay, text
 from mospool.cli.inspect import CommandError
 from mospool.config import (
+    COMMAND,
     CONFIG_ENV,
     DEFAULT_CONFIG,
     EXIT_CONFIG,
@@ -40,11 +41,11 @@ FOLDER_STATES = tuple(str(state) for state in FILED_STATES)
 
 def installed() -> int:
     """The `mospool` console script: on a VM it finds /etc/mo-spool/config.ini without --config."""
-    return main(default_config=installed_default(), prog="mospool")
+    return main(default_config=installed_default())
 
 
 def main(argv: list[str] | None = None, default_config: Path = DEFAULT_CONFIG, prog: str = "") -> int:
-    args = _parser(prog or "python -m mospool", default_config).parse_args(argv)
+    args = _parser(prog or COMMAND, default_config).parse_args(argv)
     config = config_path(args.config, default_config)
     try:
         settings = load_settings(config)
@@ -138,9 +139,11 @@ def _parser(prog: str, default_config: Path) -> argparse.ArgumentParser:
     purging.add_argument("--dry-run", action="store_true")
     command("reindex", admin.reindex, "rebuild the index from the record folders", text.reindex)
     redelivering = command(
-        "redeliver", admin.redeliver, "put undelivered deliveries back in their outbox", text.rows
+        "redeliver", replay.redeliver, "put undelivered deliveries back in their outbox", text.rows
     )
-    redelivering.add_argument("ids", nargs="*", help="postback ids, or entries <id>.<NNN>")
+    redelivering.add_argument(
+        "ids", nargs="*", help="postback ids, entries <id>.<NNN> or webhook-ids msg_…, or their unique start"
+    )
     redelivering.add_argument("--all", action="store_true", help="every undelivered entry")
     command("pages", admin.pages_command, "write every HTML page of the spool").add_argument(
         "--rebuild", action="store_true", required=True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mospool.english import counted
 from mospool.store import State
 
 # Shown escaped in text output: control characters (newline, escape sequences) and line/paragraph separators.
@@ -52,13 +53,14 @@ def outline(value: Any, indent: str = "") -> str:
 
 def purge(result: dict[str, Any]) -> str:
     verb = "would remove" if result["dry_run"] else "removed"
-    lines = [f"{state}: {verb} {len(folders)} record folders" for state, folders in result["removed"].items()]
+    removed = result["removed"].items()
+    lines = [f"{state}: {verb} {counted(len(folders), 'record folder')}" for state, folders in removed]
     lines += [f"  {folder}" for folders in result["removed"].values() for folder in folders]
     return "\n".join(lines)
 
 
 def reindex(result: dict[str, Any]) -> str:
-    return f"indexed {result['records']} records from {State.PROCESSED}/ and {State.DUPLICATES}/"
+    return f"indexed {counted(result['records'], 'record')} from {State.PROCESSED}/ and {State.DUPLICATES}/"
 
 
 def status(report: Report) -> str:

@@ -305,7 +305,7 @@ def build(settings: ForwardSettings, context: Context) -> Webhooks:
 
 
 def status(settings: ForwardSettings, spool: Spool) -> StatusPart:
-    return delivery_status("webhooks", spool.outbox(DESTINATION))
+    return delivery_status("webhooks", spool.outbox(DESTINATION), one="webhook")
 
 
 SPEC = register(

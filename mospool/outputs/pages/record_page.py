@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mospool.config import COMMAND
 from mospool.outputs.pages.render import AUDIOS, ENV, IMAGES, KINDS, VIDEOS, day_of, href
 from mospool.store import Folder, State
 from mospool.store.layout import BODY_STEM, ERROR, MEDIA, PAGE, SPOOL_FILE, media_file_name
@@ -177,7 +178,7 @@ def _failure(folder: Folder) -> Failure | None:
         parts=[(str(p.get("url") or "?"), str(p.get("error") or "?")) for p in parts if isinstance(p, dict)],
         attempts=error.get("attempts"),
         failed_at=error.get("failed_at"),
-        retry=f"python -m mospool retry {folder.spool_id}" if folder.state is State.FAILED else None,
+        retry=f"{COMMAND} retry {folder.spool_id}" if folder.state is State.FAILED else None,
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mospool.config import Settings
 from mospool.durable import FILE_MODE
+from mospool.english import counted
 from mospool.index import Index
 from mospool.outputs.pages import render
 from mospool.outputs.registry import status_parts
@@ -91,7 +92,7 @@ class DayPages:
         self._drop_pages_after(full)
         links = self._page_links(full)
         rows = self._newest_rows()
-        note = f"{total} notifications; this page: the newest {len(rows)}"
+        note = f"{counted(total, 'notification')}; this page: the newest {len(rows)}"
         write_view(self.folder / PAGE, render.day_page(self.state, self.day, rows, links, note, utc_stamp()))
         return full - first + 1
 
