@@ -363,11 +363,12 @@ def test_list_find_and_show_name_a_postback_and_its_folder_alike(
     assert row["folder"] == found["folder"] == shown["folder"]
     assert found["folder"] == f"processed/{dt.date.today().isoformat()}/{found['id']}"
     assert found["page"] == found["folder"] + "/index.html"
+    assert found["day"] == f"processed/{dt.date.today().isoformat()}/index.html"
     assert (built.parent / "spool" / found["page"]).is_file()
     for result in (found, row, shown):
         assert not {"spool_id", "path"} & set(result)
     main(["--config", str(built), "find", "--tracking-id", "cli-2"])
-    assert f"  folder={found['folder']}  page={found['page']}" in capsys.readouterr().out
+    assert f"  folder={found['folder']}  day={found['day']}  page={found['page']}" in capsys.readouterr().out
 
 
 def test_find_says_from_and_to_like_list(built: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -120,6 +120,9 @@ def _parser(prog: str, default_config: Path) -> argparse.ArgumentParser:
     finder.add_argument("--to", dest="recipient")
     finder.add_argument("--keyword")
     finder.add_argument("--tracking-id")
+    finder.add_argument(
+        "--text", metavar="WORDS", help="words in the subject or text (all; word* a prefix), best first"
+    )
     finder.add_argument("--kind", choices=["mms_mo", "sms_mo", "status", "other"])
     finder.add_argument("--state", choices=FOLDER_STATES, help="default: every filed state")
     finder.add_argument("--since", type=_date)

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mospool.cli.text import Report
@@ -180,38 +180,64 @@ def show(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[di
     return {**result, **spool.records.contents(found)}, 0
 
 
+# What find shows of each notice (qualified: the search table has a subject and a text too).
+FOUND_COLUMNS = (
+    "messages.spool_id AS id, messages.state, messages.received_at, messages.kind, "
+    'messages.sender AS "from", messages.recipient AS "to", messages.keyword, messages.tracking_id, '
+    "messages.subject, messages.text, messages.reason, messages.duplicate_of, messages.folder"
+)
+
+
 def find(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
+    """Filed notices matching every filter given: newest first, or with --text best match first."""
+    where, params = notice_filters(args)
+    index = open_index(spool)
+    try:
+        if args.text is not None:
+            found = index.search_text(args.text, FOUND_COLUMNS, where, params, args.limit)
+        else:
+            # The clauses are the constants of notice_filters; only their values are parameters.
+            sql = (
+                f"SELECT {FOUND_COLUMNS} FROM messages WHERE 1 = 1"  # noqa: S608
+                + "".join(f" AND {clause}" for clause in where)
+                + " ORDER BY received_at DESC LIMIT ?"
+            )
+            found = index.query(sql, (*params, args.limit))
+    finally:
+        index.close()
+    return [_hit(dict(row)) for row in found], 0
+
+
+def notice_filters(args: argparse.Namespace) -> tuple[list[str], tuple[Any, ...]]:
+    """SQL clauses over the index's messages table for the filters given (``find``, ``resend``), and their
+    values; an option a command does not have is no filter."""
+    given = {name: getattr(args, name, None) for name in FILTERS}
+    since, until = given["since"], given["until"]
     filters: dict[str, tuple[Any, ...] | None] = {
-        "sender IN (?, ?)": _number_forms(args.sender),
-        "recipient IN (?, ?)": _number_forms(args.recipient),
-        "keyword = ? COLLATE NOCASE": _given(args.keyword),
-        "tracking_id = ?": _given(args.tracking_id),
-        "kind = ?": _given(args.kind),
-        "state = ?": _given(args.state),
-        "received_at >= ?": _given(args.since and args.since.isoformat()),
-        "received_at < ?": _given(args.until and (args.until + dt.timedelta(days=1)).isoformat()),
+        "sender IN (?, ?)": _number_forms(given["sender"]),
+        "recipient IN (?, ?)": _number_forms(given["recipient"]),
+        "keyword = ? COLLATE NOCASE": _given(given["keyword"]),
+        "tracking_id = ?": _given(given["tracking_id"]),
+        "kind = ?": _given(given["kind"]),
+        "messages.state = ?": _given(given["state"]),
+        "messages.received_at >= ?": _given(since and since.isoformat()),
+        "messages.received_at < ?": _given(until and (until + dt.timedelta(days=1)).isoformat()),
     }
     where = [clause for clause, values in filters.items() if values is not None]
     params = tuple(value for values in filters.values() if values is not None for value in values)
-    # The clauses are the constants above; only their values are parameters.
-    sql = (
-        'SELECT spool_id AS id, state, received_at, kind, sender AS "from", recipient AS "to", '  # noqa: S608
-        "keyword, tracking_id, subject, text, reason, duplicate_of, folder FROM messages WHERE 1 = 1"
-        + "".join(f" AND {clause}" for clause in where)
-        + " ORDER BY received_at DESC LIMIT ?"
-    )
-    index = open_index(spool)
-    try:
-        rows = [_hit(dict(row)) for row in index.query(sql, (*params, args.limit))]
-    finally:
-        index.close()
-    return rows, 0
+    return where, params
+
+
+FILTERS = ("sender", "recipient", "keyword", "tracking_id", "kind", "state", "since", "until")
 
 
 def _hit(row: dict[str, Any]) -> dict[str, Any]:
-    """A row of find: the notice, its folder and its page (both relative to the spool, as the browse site
-    serves them)."""
-    return {**row, "page": f"{row['folder']}/{PAGE}"}
+    """A row of find: the notice, its folder, its day and its page (relative to the spool, as the browse
+    site serves them), and with --text the words it matched in their context."""
+    matched = row.pop("matched", None)
+    folder = PurePosixPath(row["folder"])
+    hit = {**row, "day": str(folder.parent / PAGE), "page": str(folder / PAGE)}
+    return {**hit, "matched": matched} if matched is not None else hit
 
 
 def _given(value: Any) -> tuple[Any, ...] | None:
