@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import threading
 import time
@@ -364,3 +365,134 @@ def test_a_damaged_entry_of_a_filed_record_is_parked(app: App, tmp_path: Path) -
     parked = r.outbox.schedule(f"{postback_id}.001", r.outbox.undelivered)
     assert parked["reason"].startswith("damaged outbox entry")
     assert app.received == []
+
+
+# --- resend (issue 22, item 9)
+
+
+def resend_config(tmp_path: Path, url: str) -> Path:
+    return write_config(
+        tmp_path / "resend.ini", tmp_path / "spool", {"forward": {"url": url, "secret": SECRET}}
+    )
+
+
+def resend(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:
+    code = cli_main(["--config", str(config), "--json", "resend", *args])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out else None
+
+
+def test_resend_sends_records_filed_before_forwarding_was_on(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = Worker(Settings.for_spool(tmp_path / "spool", media=LOCAL_MEDIA))  # no [forward] yet
+    day = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
+    old = publish(before.spool, sms("old-1"), when=day - dt.timedelta(days=3))
+    first = publish(before.spool, sms("sms-1", sender="15550001"), when=day)
+    batch = publish(before.spool, BATCH, "text/xml", when=day + dt.timedelta(hours=1))
+    status = publish(before.spool, STATUS_XML, "text/xml", when=day + dt.timedelta(hours=2))
+    before.drain()
+    before.close()
+    r = rig(tmp_path, app.url)  # [forward] switched on: the worker sends what it files from now on
+    assert r.outbox.count(r.outbox.pending) == 0
+    config = resend_config(tmp_path, app.url)
+
+    code, planned = resend(config, capsys, "--since", "2026-11-20", "--dry-run")
+    assert code == 0 and planned["dry_run"] and (planned["matched"], planned["postbacks"]) == (5, 3)
+    assert [row["delivery_id"] for row in planned["notices"]] == [
+        f"msg_{first}_001",
+        *(f"msg_{batch}_{n:03d}" for n in (1, 2, 3)),
+        f"msg_{status}_001",
+    ]
+    assert planned["notices"][0]["from"] == "15550001"
+    assert r.outbox.count(r.outbox.pending) == 0  # a dry run queues nothing
+
+    code, done = resend(config, capsys, "--since", "2026-11-20", "--until", "2026-11-20", "--kind", "sms_mo")
+    assert code == 0 and (done["matched"], done["queued"]) == (4, 4)
+    assert r.delivery.deliver_due() == {"delivered": 4}
+    assert sorted(app.delivered()) == sorted(
+        [f"msg_{first}_001", *(f"msg_{batch}_{n:03d}" for n in (1, 2, 3))]
+    )
+    assert all(item.verified for item in app.received)
+    payload = app.delivered()[f"msg_{first}_001"].payload
+    assert payload == {**r.message(first), "state": "processed"}  # the body the filer would have built
+    assert old not in json.dumps(done)
+
+
+def test_resend_sends_again_with_the_same_webhook_id_and_bytes(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What an application that lost its data asks for: the same id, so it must skip its dedup for it."""
+    r = rig(tmp_path, app.url)
+    postback_id = publish(r.spool, sms("sms-1"))
+    r.worker.drain()
+    assert r.delivery.deliver_due() == {"delivered": 1}
+    config = resend_config(tmp_path, app.url)
+    code, done = resend(config, capsys, "--since", dt.date.today().isoformat())
+    assert code == 0 and done["queued"] == 1
+    entry = r.outbox.read(f"{postback_id}.001")
+    assert r.outbox.entry_path(entry.name).stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in r.outbox.pending.iterdir()] == [f"{postback_id}.001.entry"]  # no temp file left
+    assert r.delivery.deliver_due() == {"delivered": 1}
+    first, again = app.tries(f"msg_{postback_id}_001")
+    assert again.body == first.body and again.seen_before == 1
+    main = cli_main(["--config", str(config), "resend", "--since", dt.date.today().isoformat()])
+    assert main == 0
+    out = capsys.readouterr().out
+    assert "1 notice of 1 postback match" in out and "queued 1 webhook in outbox/" in out
+
+
+def test_resend_skips_what_waits_and_puts_parked_ones_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with App(always(Reply(400))) as app:
+        r = rig(tmp_path, app.url)
+        parked = publish(r.spool, sms("sms-1"))
+        r.worker.drain()
+        assert r.delivery.deliver_due() == {"undelivered": 1}
+        waiting = publish(r.spool, sms("sms-2"))
+        r.worker.drain()  # its entry waits in outbox/, not tried yet
+        config = resend_config(tmp_path, app.url)
+        code, done = resend(config, capsys, "--since", dt.date.today().isoformat())
+    assert code == 0 and (done["queued"], done["redelivered"], done["waiting_already"]) == (1, 1, 1)
+    assert sorted(r.outbox.names(r.outbox.pending)) == sorted([f"{parked}.001", f"{waiting}.001"])
+    assert r.outbox.count(r.outbox.undelivered) == 0
+    assert r.outbox.schedule(f"{parked}.001") == {}  # a fresh schedule
+
+
+def test_resend_asks_for_yes_above_a_hundred_and_needs_forwarding_on(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = rig(tmp_path, app.url)
+    for n in range(101):
+        publish(r.spool, sms(f"sms-{n}"))
+    r.worker.drain()
+    r.delivery.deliver_due()
+    config = resend_config(tmp_path, app.url)
+    today = dt.date.today().isoformat()
+    assert cli_main(["--config", str(config), "resend", "--since", today]) == 2
+    error = capsys.readouterr().err
+    assert "101 notices of 101 postbacks match: nothing was queued; run again with --yes" in error
+    assert r.outbox.count(r.outbox.pending) == 0
+    code, done = resend(config, capsys, "--since", today, "--yes")
+    assert code == 0 and done["queued"] == 101 and len(done["notices"]) == 50
+    assert r.outbox.count(r.outbox.pending) == 101
+    off = write_config(tmp_path / "off.ini", tmp_path / "spool")
+    assert cli_main(["--config", str(off), "resend", "--since", today]) == 2
+    assert "[forward] url is not set" in capsys.readouterr().err
+
+
+def test_resend_takes_a_state_the_webhooks_do_not_forward_when_asked(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = rig(tmp_path, app.url)
+    failed = publish(r.spool, b"<postback><origin>MMS_MO</orig", "text/xml")
+    publish(r.spool, SMS_MO)
+    r.worker.drain()
+    r.delivery.deliver_due()
+    config = resend_config(tmp_path, app.url)
+    code, done = resend(config, capsys, "--since", dt.date.today().isoformat(), "--state", "failed")
+    assert code == 0 and [row["id"] for row in done["notices"]] == [failed]
+    assert r.delivery.deliver_due() == {"delivered": 1}
+    (item,) = app.tries(f"msg_{failed}_001")
+    assert item.payload["state"] == "failed" and item.payload["error"]["stage"] == "parse"

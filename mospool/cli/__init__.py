@@ -31,7 +31,7 @@ from mospool.config import (
     load_settings,
     spool_problem,
 )
-from mospool.outputs import registered
+from mospool.outputs import registered, webhooks
 from mospool.store import FILED_STATES, NotFound, NotMovable, Spool, SpoolError
 from mospool.store.layout import SPOOL_FOLDERS, WAITING_STATES
 from mospool.store.outbox import Outbox
@@ -148,6 +148,21 @@ def _parser(prog: str, default_config: Path) -> argparse.ArgumentParser:
         "ids", nargs="*", help="postback ids, entries <id>.<NNN> or webhook-ids msg_…, or their unique start"
     )
     redelivering.add_argument("--all", action="store_true", help="every undelivered entry")
+    resending = command(
+        "resend",
+        replay.resend,
+        "queue filed notices for the webhooks again, with their usual webhook-id",
+        text.resend,
+    )
+    resending.add_argument("--since", type=_date, required=True, help="YYYY-MM-DD (UTC receive date)")
+    resending.add_argument("--until", type=_date, help="YYYY-MM-DD, included (default: today)")
+    resending.add_argument("--from", dest="sender", help="the sender's number")
+    resending.add_argument("--kind", choices=["mms_mo", "sms_mo", "status", "other"])
+    resending.add_argument(
+        "--state", choices=webhooks.FORWARDABLE_STATES, help="default: the states [forward] sends"
+    )
+    resending.add_argument("--dry-run", action="store_true", help="list what would be queued")
+    resending.add_argument("--yes", action="store_true", help=f"queue more than {replay.CONFIRM_ABOVE}")
     command("pages", admin.pages_command, "write every HTML page of the spool").add_argument(
         "--rebuild", action="store_true", required=True
     )

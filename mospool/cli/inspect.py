@@ -114,10 +114,10 @@ def _parked(outbox: Outbox, name: str) -> Parked:
         entry = outbox.read(name, outbox.undelivered)
     except (OSError, ValueError):  # damaged: still listed, and found by its name
         return Parked(name, entry_spool_id(name), "", {})
-    return Parked(name, entry.spool_id, entry.id, _whose(entry.body))
+    return Parked(name, entry.spool_id, entry.id, whose(entry.body))
 
 
-def _whose(body: bytes) -> dict[str, Any]:
+def whose(body: bytes) -> dict[str, Any]:
     """Who sent it to whom, when the body is a JSON notice (the webhooks'); nothing otherwise."""
     try:
         notice = json.loads(body)

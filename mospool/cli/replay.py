@@ -8,12 +8,15 @@ rescan and send them as any other, with the same retries and parking.
 from __future__ import annotations
 
 import argparse
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
-from mospool.cli.inspect import CommandError, Parked, parked_entries
+from mospool.cli.inspect import CommandError, Parked, notice_filters, open_index, parked_entries, whose
 from mospool.config import Settings
-from mospool.outputs import outboxes
-from mospool.store import Outbox, Spool
+from mospool.english import counted
+from mospool.outputs import outboxes, webhooks
+from mospool.store import Entry, Outbox, Spool, State
 
 
 def redeliver(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
@@ -60,3 +63,85 @@ def _matching(every: list[tuple[Outbox, Parked]], wanted: str) -> list[tuple[Out
             f"{wanted} is the start of entries of {len(postbacks)} postbacks: {shown}; give more of it"
         )
     return started
+
+
+# --- resend
+
+CONFIRM_ABOVE = 100  # more notices than this are queued only with --yes
+SHOWN = 50  # notices listed in the result (the first ones, in receive order)
+
+
+def resend(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    """Filed notices, chosen like find's, queued anew for the webhooks with their usual webhook-id."""
+    forward: webhooks.ForwardSettings = settings.output(webhooks.SECTION)
+    if not forward.enabled:
+        raise CommandError("[forward] url is not set: there is no application to send to")
+    chosen = _chosen_notices(spool, args, forward)
+    postbacks = {(state, spool_id) for state, spool_id, _ in chosen}
+    if len(chosen) > CONFIRM_ABOVE and not args.yes and not args.dry_run:
+        raise CommandError(
+            f"{counted(len(chosen), 'notice')} of {counted(len(postbacks), 'postback')} match: nothing was "
+            f"queued; run again with --yes to queue them (or --dry-run to see them)"
+        )
+    outbox = spool.outbox(webhooks.DESTINATION)
+    planned = list(_entries(spool, forward, chosen))
+    result: dict[str, Any] = {
+        "matched": len(chosen),
+        "postbacks": len(postbacks),
+        "dry_run": args.dry_run,
+        "notices": [_planned_row(entry) for entry in planned[:SHOWN]],
+    }
+    if args.dry_run:
+        return result, 0
+    parked = set(outbox.names(outbox.undelivered)) & {entry.name for entry in planned}
+    for name in sorted(parked):  # parked: put back with a fresh schedule, as redeliver does
+        outbox.redeliver(name)
+    queued = outbox.add(entry for entry in planned if entry.name not in parked)
+    result["queued"] = len(queued) + len(parked)
+    result["redelivered"] = len(parked)
+    result["waiting_already"] = len(planned) - result["queued"]
+    result["outbox"] = outbox.pending_label
+    result["rescan_seconds"] = settings.worker.rescan_seconds
+    return result, 0
+
+
+def _chosen_notices(
+    spool: Spool, args: argparse.Namespace, forward: webhooks.ForwardSettings
+) -> list[tuple[str, str, int]]:
+    """(state, postback id, position) of every filed notice matching the filters, in receive order; by
+    default in the states the webhooks forward."""
+    where, params = notice_filters(args)
+    if args.state is None:
+        where.append(f"messages.state IN ({', '.join('?' * len(forward.states))})")
+        params = (*params, *forward.states)
+    # The clauses are constants (notice_filters'); only their values are parameters.
+    sql = (
+        "SELECT state, spool_id, position FROM messages WHERE 1 = 1"  # noqa: S608
+        + "".join(f" AND {clause}" for clause in where)
+        + " ORDER BY received_at, spool_id, position"
+    )
+    index = open_index(spool)
+    try:
+        found = index.query(sql, params)
+    finally:
+        index.close()
+    return [(str(state), str(spool_id), int(position)) for state, spool_id, position in found]
+
+
+def _entries(
+    spool: Spool, forward: webhooks.ForwardSettings, chosen: list[tuple[str, str, int]]
+) -> Iterator[Entry]:
+    """The outbox entries of the chosen notices, built from their record folders as the filer built them."""
+    for (state, spool_id), notices in itertools.groupby(chosen, key=lambda notice: notice[:2]):
+        positions = {position for _, _, position in notices}
+        path = spool.records.record_dir(State(state), spool_id)
+        if not path.is_dir():  # purged or moved since the index said so
+            continue
+        for entry in webhooks.entries(spool.records.read(path), forward, spool):
+            if entry.position in positions:
+                yield entry
+
+
+def _planned_row(entry: Entry) -> dict[str, Any]:
+    notice = Parked(entry.name, entry.spool_id, entry.id, whose(entry.body))
+    return {**notice.row(), "state": entry.state}

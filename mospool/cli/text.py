@@ -75,3 +75,24 @@ def status(report: Report) -> str:
         lines += [f"  {count:>5}  {reason}" for reason, count in report["failures"].items()]
     lines.append("attention: " + ("; ".join(report["attention"]) or "none"))
     return "\n".join(lines)
+
+
+def resend(result: dict[str, Any]) -> str:
+    matched, listed = result["matched"], result["notices"]
+    lines = [f"{counted(matched, 'notice')} of {counted(result['postbacks'], 'postback')} match"]
+    if result["dry_run"]:
+        lines.append("dry run: nothing was queued; the webhooks would be:")
+    else:
+        done = f"queued {counted(result['queued'], 'webhook')} in {result['outbox']}/"
+        if result["redelivered"]:
+            done += f", {result['redelivered']} of them parked ones put back"
+        if result["waiting_already"]:
+            done += f"; {result['waiting_already']} waiting there already"
+        lines.append(done)
+        every = f"every {result['rescan_seconds']:g} s"
+        lines.append(f"the running worker sends them at its next rescan of {result['outbox']}/ ({every})")
+    if listed:
+        lines.append(rows(listed))
+    if matched > len(listed):
+        lines.append(f"… and {matched - len(listed)} more")
+    return "\n".join(lines)

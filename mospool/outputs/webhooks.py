@@ -120,6 +120,18 @@ def webhook_id(spool_id: str, position: int) -> str:
     return f"msg_{spool_id}_{position:03d}"
 
 
+def entries(folder: Folder, settings: ForwardSettings, spool: Spool) -> list[Entry]:
+    """One outbox entry per notice of a published (or about to be) record folder: what is sent, under its
+    stable webhook-id. The filer's prepare and `mospool resend` both build them here, so they are the same."""
+    bodies = request_bodies(folder, settings.media_base_url, spool.root)
+    record = spool.records.relative(folder.path)
+    spool_id, state = folder.spool_id, folder.state
+    return [
+        Entry(webhook_id(spool_id, position), spool_id, position, state, body, record)
+        for position, body in enumerate(bodies, 1)
+    ]
+
+
 def request_bodies(folder: Folder, media_base_url: str, spool_root: Path) -> list[bytes]:
     """One JSON body per notice of a record folder, as it is once published at ``folder.path``."""
     notices = folder.notices or [{}]
@@ -252,14 +264,7 @@ class Webhooks(BaseOutput):
     def prepare(self, folder: Folder, batch: Batch) -> None:
         if folder.state not in self.settings.states:
             return
-        bodies = request_bodies(folder, self.settings.media_base_url, self.spool.root)
-        record = self.spool.records.relative(folder.path)
-        spool_id, state = folder.spool_id, folder.state
-        entries = (
-            Entry(webhook_id(spool_id, position), spool_id, position, state, body, record)
-            for position, body in enumerate(bodies, 1)
-        )
-        self.delivery.enqueue(batch, entries)
+        self.delivery.enqueue(batch, entries(folder, self.settings, self.spool))
 
     def published(self, folders: Sequence[Folder]) -> None:
         self.delivery.hint(
