@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import json
 import time
 import urllib.parse
@@ -313,6 +314,33 @@ def status(settings: ForwardSettings, spool: Spool) -> StatusPart:
     return delivery_status("webhooks", spool.outbox(DESTINATION), one="webhook")
 
 
+def risks(settings: ForwardSettings) -> list[str]:
+    """Plain http to another host: every message, and its signature's timestamp, readable on the way."""
+    parts = urllib.parse.urlsplit(settings.url)
+    if parts.scheme != "http" or _loopback(parts.hostname or ""):
+        return []
+    return [
+        f"[forward] url {settings.url} is plain http to another host: every message crosses the network "
+        "unencrypted (the signature only proves who sent it); use https://"
+    ]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 SPEC = register(
-    Spec(SECTION, build, enabled=lambda settings: settings.enabled, status=status, destination=DESTINATION)
+    Spec(
+        SECTION,
+        build,
+        enabled=lambda settings: settings.enabled,
+        status=status,
+        destination=DESTINATION,
+        risks=risks,
+    )
 )
