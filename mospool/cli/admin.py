@@ -15,7 +15,7 @@ from mospool.cli.inspect import CommandError, located, open_index
 from mospool.config import Settings
 from mospool.index import Index
 from mospool.outputs import pages
-from mospool.store import FILED_STATES, Spool, State
+from mospool.store import FILED_STATES, Spool, State, id_day
 from mospool.store.records import day_prefix, failed_only
 
 
@@ -39,6 +39,7 @@ def retry(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[l
             index.unfiled(folder.name)
     finally:
         index.close()
+        pages.changed(settings, spool, {(State.FAILED, id_day(folder.name)) for folder in folders})
     return rows, 0
 
 
@@ -51,9 +52,14 @@ def dismiss(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple
         for folder in folders:
             target = records.dismiss(folder)
             index.moved(folder.name, State.DISMISSED, records.relative(target))
+            pages.moved(settings, spool, target)
             rows.append({"id": folder.name, **located(spool, target)})
     finally:
         index.close()
+        days = {id_day(folder.name) for folder in folders}
+        pages.changed(
+            settings, spool, {(state, day) for day in days for state in (State.FAILED, State.DISMISSED)}
+        )
     return rows, 0
 
 
@@ -81,6 +87,8 @@ def purge(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[d
                     records.purge_day(state, day)
     finally:
         index.close()
+        if not args.dry_run:
+            pages.changed(settings, spool)  # the front page: its days and counts
     return {"dry_run": args.dry_run, "removed": removed}, 0
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from mospool.cli.inspect import CommandError, Parked, notice_filters, open_index, parked_entries, whose
 from mospool.config import Settings
 from mospool.english import counted
-from mospool.outputs import outboxes, webhooks
+from mospool.outputs import outboxes, pages, webhooks
 from mospool.store import Entry, Outbox, Spool, State
 
 
@@ -39,7 +39,9 @@ def redeliver(settings: Settings, spool: Spool, args: argparse.Namespace) -> tup
         unique = {(outbox.parked_label, entry.name): (outbox, entry) for matches in found.values()
                   for outbox, entry in matches}  # fmt: skip
         chosen = [unique[key] for key in sorted(unique)]
-    return [_redelivered(spool, outbox, entry) for outbox, entry in chosen], 0
+    rows = [_redelivered(spool, outbox, entry) for outbox, entry in chosen]
+    pages.changed(settings, spool)  # the front page: what waits and what is parked
+    return rows, 0
 
 
 def _redelivered(spool: Spool, outbox: Outbox, entry: Parked) -> dict[str, Any]:
@@ -102,6 +104,7 @@ def resend(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
     result["waiting_already"] = len(planned) - result["queued"]
     result["outbox"] = outbox.pending_label
     result["rescan_seconds"] = settings.worker.rescan_seconds
+    pages.changed(settings, spool)  # the front page: what waits and what is parked
     return result, 0
 
 
