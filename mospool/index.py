@@ -4,6 +4,9 @@ It answers two questions in O(1)/O(log n) however large the spool grows: "was th
 before?" (dedup, keyed by (origin, code, tracking-id) or the body's SHA-256) and "which records match?"
 (the CLI's `find`, and its `--text`: an FTS5 table over each notice's subject and text, ranked by bm25).
 It is derived data: `rebuild()` recreates it from the record folders.
+
+One concept, a little over 300 lines: the index's tables and every statement that keeps them in step with
+the folders; the search table's statements sit beside the ones they follow, so that none is forgotten.
 """
 
 from __future__ import annotations

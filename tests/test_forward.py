@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -496,3 +497,21 @@ def test_resend_takes_a_state_the_webhooks_do_not_forward_when_asked(
     assert r.delivery.deliver_due() == {"delivered": 1}
     (item,) = app.tries(f"msg_{failed}_001")
     assert item.payload["state"] == "failed" and item.payload["error"]["stage"] == "parse"
+
+
+@pytest.mark.root
+def test_resend_run_as_root_writes_entries_the_worker_can_read(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a VM the worker runs as the spool's owner: an entry root's CLI queued must be its owner's too."""
+    r = rig(tmp_path, app.url)
+    postback_id = publish(r.spool, SMS_MO)
+    r.worker.drain()
+    r.delivery.deliver_due()
+    service = 4242  # the spool's owner, as install.sh makes it (here a uid of no one)
+    for path in [r.spool.root, *r.spool.root.rglob("*")]:
+        os.chown(path, service, service)
+    code, done = resend(resend_config(tmp_path, app.url), capsys, "--since", dt.date.today().isoformat())
+    assert code == 0 and done["queued"] == 1
+    entry = r.outbox.entry_path(f"{postback_id}.001").stat()
+    assert (entry.st_uid, entry.st_gid) == (service, service)

@@ -89,6 +89,26 @@ def test_dismiss_and_retry_by_the_cli_reach_the_day_and_front_pages_at_the_next_
     capsys.readouterr()
 
 
+@pytest.mark.root
+def test_what_roots_cli_leaves_for_the_worker_is_the_spool_owners(
+    make_worker: Callable[..., Worker], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The services run as the spool's owner: a note, a dismissed folder and its page written by root's CLI
+    must be theirs, or the worker could not remove the note and the browse site could not read the page."""
+    r = rig(make_worker, tmp_path)
+    broken = publish(r.spool, BROKEN, "text/xml")
+    r.worker.drain()
+    service = 4242
+    for path in [r.spool.root, *r.spool.root.rglob("*")]:
+        os.chown(path, service, service)
+    assert r.cli("dismiss", broken) == 0
+    dismissed = next((r.spool.root / "dismissed").glob(f"*/{broken}"))
+    (note,) = r.spool.stale_pages.folder.iterdir()
+    for path in (dismissed.parent, dismissed / "index.html", note):
+        assert (path.stat().st_uid, path.stat().st_gid) == (service, service), path
+    capsys.readouterr()
+
+
 def test_purge_by_the_cli_reaches_the_front_page(
     make_worker: Callable[..., Worker], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,6 +5,9 @@ delivery engine (``mospool.outputs.delivery``). For each filed record in a forwa
 body per notice and enqueues it: the entry holds the exact bytes that are signed and sent, under a stable
 ``webhook-id``. Requests are signed per Standard Webhooks: an HMAC-SHA256 over ``id.timestamp.body`` with the
 secret, fresh at each try.
+
+One concept, the webhooks, in a little over 300 lines: their settings, what is sent, how it is sent, and the
+output's stages, which `mospool resend` shares (``entries``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mospool.durable import DIR_MODE, FilesystemSync, fsync_dir, replace_file, write_file, write_new
+from mospool.durable import (
+    DIR_MODE,
+    FilesystemSync,
+    fsync_dir,
+    owned_like,
+    replace_file,
+    write_file,
+    write_new,
+)
 from mospool.store.postback import decode_frame, encode, sealed
 
 OUTBOX = "outbox"
@@ -168,6 +176,7 @@ class Outbox:
             if not self.entry_path(entry.name).exists():
                 temp = self.pending / f".{entry.name}.{os.urandom(4).hex()}{TEMP_SUFFIX}"
                 write_file(temp, entry.to_bytes(), sync=False)
+                owned_like(temp, self.pending)
                 group.append((temp, entry))
             if len(group) >= ADD_GROUP:
                 queued += self._publish(group, filesystem)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from mospool.durable import DIR_MODE, fsync_dir, write_new
+from mospool.durable import DIR_MODE, fsync_dir, owned_like, write_new
 from mospool.store.layout import FILED_STATES, State, is_day
 
 STALE_PAGES = "stale-pages"
@@ -40,7 +40,7 @@ class StalePages:
     def create(self) -> None:
         if not self.folder.is_dir():
             self.folder.mkdir(mode=DIR_MODE)
-            _owned_like(self.folder, self.root)
+            owned_like(self.folder, self.root)
             fsync_dir(self.root)
 
     def note(self, days: Iterable[tuple[State, str]] = ()) -> None:
@@ -49,7 +49,7 @@ class StalePages:
         name = f"{time.time_ns()}-{os.urandom(4).hex()}{NOTE_SUFFIX}"
         temp = self.folder / (TEMP_PREFIX + name)
         write_new(temp, json.dumps({"days": sorted({(str(state), day) for state, day in days})}).encode())
-        _owned_like(temp, self.root)
+        owned_like(temp, self.root)
         os.rename(temp, self.folder / name)
         fsync_dir(self.folder)
 
@@ -92,10 +92,3 @@ def _days(note: Path) -> set[tuple[State, str]]:
         return {(State(state), day) for state, day in listed if State(state) in FILED_STATES and is_day(day)}
     except (OSError, ValueError, TypeError, AttributeError):
         return set()
-
-
-def _owned_like(path: Path, root: Path) -> None:
-    """Root's CLI writes for the spool's owner (the services run as it)."""
-    if os.geteuid() == 0:
-        owner = root.stat()
-        os.chown(path, owner.st_uid, owner.st_gid)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mospool.config import Section, Settings
+from mospool.durable import owned_like
 from mospool.filer import Batch
 from mospool.index import STORAGE_ERRORS, Index
 from mospool.outputs.pages.record_page import record_page
@@ -158,6 +159,7 @@ def moved(settings: Settings, spool: Spool, folder: Path) -> None:
     pages = settings.output(SECTION)
     if pages.enabled and (folder / PAGE).is_file():
         write_view(folder / PAGE, record_page(spool.records.read(folder), zone=pages.zone))
+        owned_like(folder / PAGE, folder)
 
 
 def build(settings: PagesSettings, context: Context) -> Pages:
