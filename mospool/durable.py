@@ -78,6 +78,14 @@ def make_dir(path: Path) -> bool:
     return True
 
 
+def owned_like(path: Path, model: Path) -> None:
+    """When root (an operator's CLI) makes a file or folder in the spool, it takes ``model``'s owner and
+    group, so the services, which run as the spool's owner, can read and move it."""
+    if os.geteuid() == 0:
+        owner = model.stat()
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
 def unlink_quietly(path: Path | str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)  # noqa: PTH108 (a str or a Path)

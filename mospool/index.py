@@ -2,7 +2,11 @@
 
 It answers two questions in O(1)/O(log n) however large the spool grows: "was this notification seen
 before?" (dedup, keyed by (origin, code, tracking-id) or the body's SHA-256) and "which records match?"
-(the CLI's `find`). It is derived data: `rebuild()` recreates it from the record folders.
+(the CLI's `find`, and its `--text`: an FTS5 table over each notice's subject and text, ranked by bm25).
+It is derived data: `rebuild()` recreates it from the record folders.
+
+One concept, a little over 300 lines: the index's tables and every statement that keeps them in step with
+the folders; the search table's statements sit beside the ones they follow, so that none is forgotten.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ COLUMNS = (
     "timestamp", "subject", "text",
 )  # fmt: skip
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: messages.status, status_details and the messages_text search table
+# Tables made anew (and refilled by rebuild) when an index from an older release is opened: derived data
+# only, never the records table, whose rows of deferred postbacks hold their dedup keys across a restart.
+DERIVED_TABLES = ("messages_text", "messages")
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS records (
     key TEXT PRIMARY KEY,        -- dedup key of one notification
@@ -61,6 +68,8 @@ CREATE TABLE IF NOT EXISTS messages (
     first_image TEXT,            -- its first picture, relative to the record folder
     reason TEXT,                 -- failed: "stage: error"
     duplicate_of TEXT,
+    status TEXT,                 -- a delivery-status notice: its status, and the details Sinch gave
+    status_details TEXT,
     PRIMARY KEY (spool_id, position)
 );
 CREATE INDEX IF NOT EXISTS messages_received ON messages (received_at);
@@ -68,6 +77,11 @@ CREATE INDEX IF NOT EXISTS messages_folder ON messages (folder);
 CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender);
 CREATE INDEX IF NOT EXISTS messages_recipient ON messages (recipient);
 CREATE INDEX IF NOT EXISTS messages_tracking ON messages (tracking_id);
+-- find --text: the words of each notice's subject and text, kept in step with messages by the statements
+-- that change it (an external-content table: the text itself stays in messages, by rowid).
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_text USING fts5(
+    subject, text, content='messages', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+);
 """
 
 # Built from the constant COLUMNS only: no outside text reaches the SQL.
@@ -77,11 +91,23 @@ RECORD_UPSERT = (
 )
 MESSAGE_COLUMNS = (
     "spool_id", "position", "state", "received_at", "folder", *COLUMNS,
-    "media_count", "first_image", "reason", "duplicate_of",
+    "media_count", "first_image", "reason", "duplicate_of", "status", "status_details",
 )  # fmt: skip
 MESSAGE_UPSERT = (
     f"INSERT OR REPLACE INTO messages ({', '.join(MESSAGE_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))})"
+)
+# The search table's side of a change to messages: its words out before a row goes, in once it is written.
+TEXT_OUT = (
+    "INSERT INTO messages_text (messages_text, rowid, subject, text) "
+    "SELECT 'delete', rowid, subject, text FROM messages WHERE "
+)
+TEXT_IN = "INSERT INTO messages_text (rowid, subject, text) VALUES (?, ?, ?)"
+# find --text: the notices whose subject or text hold every word, best first, with the words in context.
+TEXT_SEARCH = (
+    "SELECT {columns}, snippet(messages_text, -1, '[', ']', '…', 12) AS matched "
+    "FROM messages_text JOIN messages ON messages.rowid = messages_text.rowid "
+    "WHERE messages_text MATCH ?{where} ORDER BY bm25(messages_text) LIMIT ?"
 )
 
 
@@ -98,9 +124,13 @@ class Index:
         self._db = _connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a lost commit would let a Sinch retry through
+        self._db.execute("PRAGMA busy_timeout=10000")
+        outdated = self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION
+        if outdated:  # derived data: an index from an older release is made anew from the folders
+            self._db.executescript("".join(f"DROP TABLE IF EXISTS {table};" for table in DERIVED_TABLES))
         self._db.executescript(SCHEMA)
-        if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            self.rebuild()  # derived data: an index from an older release is made anew from the folders
+        if outdated:
+            self.rebuild()
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         # Claims read through a connection of their own: in WAL mode a reader never waits for the writer's
         # commit (its fsync), so a postback's claim does not wait for the group commit of others.
@@ -189,6 +219,7 @@ class Index:
     def unfiled(self, spool_id: str) -> None:
         """A failed folder put back through the worker (retry): it is not filed until the worker says so."""
         with self._transaction() as db:
+            db.execute(TEXT_OUT + "spool_id = ?", (spool_id,))
             db.execute("DELETE FROM messages WHERE spool_id = ?", (spool_id,))
 
     def forget_folders(self, prefix: str) -> int:
@@ -196,6 +227,7 @@ class Index:
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         gone = 0
         with self._transaction() as db:
+            db.execute(TEXT_OUT + "folder LIKE ? ESCAPE '\\'", (pattern,))
             for table in ("records", "duplicates", "messages"):
                 gone += db.execute(
                     f"DELETE FROM {table} WHERE folder LIKE ? ESCAPE '\\'",  # noqa: S608 (constant names)
@@ -209,6 +241,7 @@ class Index:
             db.execute("DELETE FROM records WHERE state = 'processed'")  # claims of work/deferred stay
             db.execute("DELETE FROM duplicates")
             db.execute("DELETE FROM messages")
+            db.execute("INSERT INTO messages_text (messages_text) VALUES ('delete-all')")
             for state in FILED_STATES:
                 for path in self.records.folders(state):
                     _index_folder(db, self.records.relative(path), self.records.read(path))
@@ -219,6 +252,19 @@ class Index:
         """A read, through a connection of its own: it neither waits for nor holds up the writer."""
         with self._query_lock:
             return self._queries.execute(sql, params).fetchall()
+
+    def search_text(
+        self, words: str, columns: str, where: Sequence[str], params: Sequence[Any], limit: int
+    ) -> list[sqlite3.Row]:
+        """The notices whose subject or text hold every one of ``words`` (a word ending in * is a prefix),
+        best match first (bm25), each with ``matched``: the words in their context, marked [so].
+
+        ``columns`` and ``where`` are SQL over the messages table (the constants of the caller, never outside
+        text), ``params`` the values of ``where``.
+        """
+        clauses = "".join(f" AND {clause}" for clause in where)
+        sql = TEXT_SEARCH.format(columns=columns, where=clauses)
+        return self.query(sql, (text_query(words), *params, limit))
 
 
 class IndexStage:
@@ -261,13 +307,26 @@ def _index_folder(db: sqlite3.Connection, folder: str, record: Folder) -> None:
     notices = record.notices or [{}]  # an unreadable postback still gets its row
     for position, notice in enumerate(notices, 1):
         media = notice.get("media") or []
-        db.execute(
+        db.execute(TEXT_OUT + "spool_id = ? AND position = ?", (record.spool_id, position))
+        row = db.execute(
             MESSAGE_UPSERT,
             (
                 record.spool_id, position, record.state.value, received_at, folder, *_searchable(notice),
                 len(media), _first_image(media), reason, notice.get("duplicate_of") or duplicate_of,
+                notice.get("status"), notice.get("status_details"),
             ),
         )  # fmt: skip
+        db.execute(TEXT_IN, (row.lastrowid, notice.get("subject"), notice.get("text")))
+
+
+def text_query(words: str) -> str:
+    """FTS5 query syntax from what a person typed: each word a quoted string (so AND, NEAR, quotes and
+    colons are plain words), all of them required; a trailing * keeps its meaning, a prefix search."""
+    terms = []
+    for word in words.split():
+        stem, star = (word[:-1], "*") if word.endswith("*") and len(word) > 1 else (word, "")
+        terms.append('"' + stem.replace('"', '""') + '"' + star)
+    return " ".join(terms) or '""'
 
 
 def _first_image(media: list[dict[str, Any]]) -> str | None:

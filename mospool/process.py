@@ -16,6 +16,7 @@ from typing import Any
 
 from mospool import media, retry
 from mospool.config import Settings
+from mospool.english import counted
 from mospool.filer import Done, Filer
 from mospool.index import STORAGE_ERRORS, Index
 from mospool.metrics import Metrics
@@ -173,7 +174,8 @@ class Processor:
         step = retry.after_failure(claimed.retry, parts, waits, self.policy, utc_now())
         claimed.retry = step.state
         if step.give_up:
-            raise Failed("media", f"gave up after {step.attempts} attempts: {parts[0]['error']}", parts)
+            tries = counted(step.attempts, "attempt")
+            raise Failed("media", f"gave up after {tries}: {parts[0]['error']}", parts)
         assert claimed.postback is not None
         self.index.defer(claimed.keys, claimed.id, claimed.postback.meta["received_at"])
         self.spool.set_retry_schedule(claimed.build, claimed.retry)

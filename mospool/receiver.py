@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> Flask:
     if settings.receiver.trusted_proxy_count:
         count = settings.receiver.trusted_proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
+    log.info("ready: postbacks to %s are stored in %s", settings.receiver.path, spool.incoming)
     return app
 
 

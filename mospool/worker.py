@@ -24,6 +24,7 @@ from watchdog.observers import Observer
 
 from mospool import media, retry
 from mospool.config import Settings
+from mospool.english import counted
 from mospool.filer import Filer, Output
 from mospool.index import STORAGE_ERRORS, Index, IndexStage
 from mospool.metrics import Metrics
@@ -79,7 +80,11 @@ class Worker:
         released = self.spool.recover()
         removed = self.spool.clean_tmp(self.settings.spool.tmp_grace_seconds)
         if released or removed:
-            log.info("recovered %d claimed postbacks, removed %d stale tmp files", released, removed)
+            log.info(
+                "recovered %s, removed %s",
+                counted(released, "claimed postback"),
+                counted(removed, "stale tmp file"),
+            )
 
     def drain(self) -> int:
         """Process everything waiting (and every retry that is due), then return how many were handled."""
@@ -242,7 +247,7 @@ class Worker:
         self._released.clear()
         removed = self.spool.clean_tmp(self.settings.spool.tmp_grace_seconds)
         if removed:
-            log.info("removed %d stale tmp files", removed)
+            log.info("removed %s", counted(removed, "stale tmp file"))
 
     def _finish(self, running: set[Future[str]]) -> int:
         deadline = self._stop_deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds
@@ -251,8 +256,8 @@ class Worker:
         left = sum(1 for future in running if not future.done())
         if left:
             log.warning(
-                "%d postbacks still in flight at stop; they go back to %s/ at the next start",
-                left,
+                "%s still in flight at stop; they go back to %s/ at the next start",
+                counted(left, "postback"),
                 State.INCOMING,
             )
         return 0

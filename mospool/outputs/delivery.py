@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mospool import retry
+from mospool.english import counted
 from mospool.filer import Batch
 from mospool.metrics import Metrics
 from mospool.outputs.ahead import Ahead
@@ -258,7 +259,7 @@ class Delivery:
         waits = [answer.retry_after] if answer.retry_after else []
         step = retry.after_failure(schedule, [failure], waits, self.route.policy, dt.datetime.now(dt.UTC))
         if step.give_up:
-            reason = f"gave up after {step.attempts} attempts: {answer.detail}"
+            reason = f"gave up after {counted(step.attempts, 'attempt')}: {answer.detail}"
             return self._park(name, entry, step.state, reason), None
         self.outbox.set_schedule(name, step.state)
         self._queue.set_retried([name])

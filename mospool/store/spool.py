@@ -40,6 +40,7 @@ from mospool.store.outbox import Outbox
 from mospool.store.postback import Postback, decode, encode, sealed
 from mospool.store.record import json_bytes
 from mospool.store.records import Records
+from mospool.store.stale import StalePages
 
 
 class SpoolError(OSError):
@@ -61,6 +62,7 @@ class Spool:
         self.records = Records(self.root)
         self.index_file = self.root / INDEX_FILE
         self.front_page = self.root / PAGE
+        self.stale_pages = StalePages(self.root)
         self._incoming_sync = GroupSync(self.incoming)
         self._filesystem = FilesystemSync(self.root)
         self._days: set[Path] = set()  # day folders known to exist: no stat for each record placed
@@ -75,6 +77,10 @@ class Spool:
         for state in STATES:
             if not os.access(self.root / state, os.W_OK | os.X_OK):
                 raise SpoolError(f"spool folder {self.root / state} is not writable")
+        try:
+            self.stale_pages.create()
+        except OSError as exc:
+            raise SpoolError(f"cannot create spool folder {self.stale_pages.folder}: {exc}") from exc
 
     def outbox(self, destination: str) -> Outbox:
         """The deliveries waiting for (and given up by) one destination of an output."""

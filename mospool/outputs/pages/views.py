@@ -11,6 +11,7 @@ They are rewritten atomically (a temp file renamed over the old one; being deriv
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from mospool.config import Settings
 from mospool.durable import FILE_MODE
+from mospool.english import counted
 from mospool.index import Index
 from mospool.outputs.pages import render
 from mospool.outputs.registry import status_parts
@@ -38,7 +40,8 @@ ROW_COLUMNS = (
     "spool_id, position, state, received_at, kind, substr(sender, 1, 200) AS sender, "
     "substr(recipient, 1, 200) AS recipient, substr(subject, 1, 400) AS subject, "
     "substr(text, 1, 400) AS text, media_count, first_image, substr(reason, 1, 400) AS reason, "
-    "substr(duplicate_of, 1, 200) AS duplicate_of"
+    "substr(duplicate_of, 1, 200) AS duplicate_of, substr(status, 1, 200) AS status, "
+    "substr(status_details, 1, 400) AS status_details"
 )
 
 
@@ -56,10 +59,6 @@ def write_view(path: Path, data: bytes) -> None:
     temp.replace(path)
 
 
-def utc_stamp() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 class DayPages:
     """The listing of one ``<state>/YYYY-MM-DD/`` folder, from the index."""
 
@@ -71,8 +70,10 @@ class DayPages:
         day: str,
         per_page: int = ROWS_PER_PAGE,
         labels: dict[int, str] | None = None,
+        zone: dt.tzinfo = dt.UTC,
     ) -> None:
         self.index = index
+        self.zone = zone
         self.per_page = per_page
         self.labels = {} if labels is None else labels  # full page number -> the times it spans (immutable)
         self.state, self.day = state, day
@@ -91,8 +92,9 @@ class DayPages:
         self._drop_pages_after(full)
         links = self._page_links(full)
         rows = self._newest_rows()
-        note = f"{total} notifications; this page: the newest {len(rows)}"
-        page = render.day_page(self.state, self.day, rows, links, note, utc_stamp(), total)
+        note = f"{counted(total, 'notification')}; this page: the newest {len(rows)}"
+        stamp = render.stamp(self.zone)
+        page = render.day_page(self.state, self.day, rows, links, note, stamp, self.zone, total)
         write_view(self.folder / PAGE, page)
         return full - first + 1
 
@@ -115,9 +117,8 @@ class DayPages:
             f"SELECT {ROW_COLUMNS} FROM messages WHERE folder >= ? AND folder < ? "  # noqa: S608
             "ORDER BY folder DESC, position DESC LIMIT ?"
         )
-        return [
-            render.day_row(dict(row)) for row in self.index.query(sql, (self.low, self.high, self.per_page))
-        ]
+        found = self.index.query(sql, (self.low, self.high, self.per_page))
+        return [render.day_row(dict(row), self.zone) for row in found]
 
     def _rows(self, offset: int, limit: int) -> list[render.Row]:
         sql = (
@@ -125,7 +126,7 @@ class DayPages:
             "ORDER BY folder, position LIMIT ? OFFSET ?"
         )
         rows = self.index.query(sql, (self.low, self.high, limit, offset))
-        return [render.day_row(dict(row)) for row in reversed(rows)]
+        return [render.day_row(dict(row), self.zone) for row in reversed(rows)]
 
     def _write_full(self, chunk: int, full: int) -> None:
         rows = self._rows(chunk * self.per_page, self.per_page)
@@ -137,7 +138,7 @@ class DayPages:
             links.append(render.PageLink(day_page_name(chunk + 2), "newer"))
         if chunk > 0:
             links.append(render.PageLink(day_page_name(chunk), "older"))
-        page = render.day_page(self.state, self.day, rows, links, note, utc_stamp())
+        page = render.day_page(self.state, self.day, rows, links, note, render.stamp(self.zone), self.zone)
         write_view(self.folder / day_page_name(chunk + 1), page)
 
     def _drop_pages_after(self, full: int) -> None:
@@ -165,51 +166,64 @@ class DayPages:
         for number in range(1, full + 1):
             start = edges.get((number - 1) * self.per_page + 1)
             end = edges.get(number * self.per_page)
-            self.labels[number] = f"{_clock(start)} to {_clock(end)}"
+            self.labels[number] = f"{self._clock(start)} to {self._clock(end)}"
 
-
-def _clock(folder: str | None) -> str:
-    if not folder:
-        return "?"
-    try:
-        return id_time(folder.rsplit("/", 1)[-1]).strftime("%H:%M")
-    except ValueError:
-        return "?"
+    def _clock(self, folder: str | None) -> str:
+        if not folder:
+            return "?"
+        try:
+            return id_time(folder.rsplit("/", 1)[-1]).astimezone(self.zone).strftime("%H:%M")
+        except ValueError:
+            return "?"
 
 
 class RootPage:
     """The spool root's index.html; each day's count is kept until that day is filed into again."""
 
-    def __init__(self, spool: Spool, index: Index, settings: Settings) -> None:
+    def __init__(self, spool: Spool, index: Index, settings: Settings, zone: dt.tzinfo = dt.UTC) -> None:
         self.spool = spool
         self.index = index
         self.settings = settings
+        self.zone = zone
         self._counts: dict[tuple[str, str], int] = {}
+        self._shown: render.Overview | None = None  # what the page last written shows
 
     def forget(self, state: str, day: str) -> None:
         self._counts.pop((state, day), None)
 
-    def write(self) -> None:
+    def write(self, only_if_changed: bool = False) -> bool:
+        """Rewrite the page; with ``only_if_changed``, only when what it shows changed (a delivery made or
+        parked, a backlog that ages). Returns whether it was written."""
+        overview = self._overview()
+        if only_if_changed and overview == self._shown:
+            return False
+        page = render.root_page(dataclasses.replace(overview, generated=render.stamp(self.zone)))
+        write_view(self.spool.front_page, page)
+        self._shown = overview
+        return True
+
+    def _overview(self) -> render.Overview:
         days = {state.value: self._days(state) for state in FILED_STATES}
         waiting, oldest = self.spool.backlog(WAITING_COUNT_LIMIT)
-        overview = render.Overview(
+        return render.Overview(
             counts={state: sum(day.count for day in found) for state, found in days.items()},
             waiting=waiting,
             waiting_capped=waiting >= WAITING_COUNT_LIMIT,
-            oldest_waiting_seconds=_age(oldest),
+            oldest_waiting_seconds=round(_age(oldest)),
             deferred=self.spool.deferred_count(),
             days={state: found[:DAYS_SHOWN] for state, found in days.items()},
             reasons=self._reasons(),
-            generated=utc_stamp(),
+            generated="",
             outputs=[part for part in status_parts(self.settings, self.spool) if part.active],
         )
-        write_view(self.spool.front_page, render.root_page(overview))
 
     def _days(self, state: State) -> list[render.DayCount]:
-        return [
+        """The days that hold records, newest first: a day emptied by retries or dismissals is left out."""
+        found = [
             render.DayCount(self._day_link(state, day), day, self._count(state, day))
             for day in reversed(self.spool.records.days(state))
         ]
+        return [day for day in found if day.count]
 
     def _day_link(self, state: State, day: str) -> str:
         """The day's page, or its folder (a listing) where the worker has written none, as in dismissed/."""
