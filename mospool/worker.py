@@ -67,7 +67,8 @@ class Worker:
         self._released: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._stop_deadline: float | None = None  # set at stop: until then the filer may publish
+        self._stop_deadline: float | None = None
+        self._ticker: threading.Thread | None = None  # set at stop: until then the filer may publish
 
     def close(self) -> None:
         self.media.close()
@@ -201,20 +202,19 @@ class Worker:
             self.media.close()  # parts still queued come back as transient: their postbacks are retried
             if self._stop_deadline is None:
                 self._stop_deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds
+            self._stop.set()  # also when the observer died: the ticks stop
+            if self._ticker is not None:  # a tick in progress ends before the outputs close
+                self._ticker.join(max(self._stop_deadline - time.monotonic(), 0.0))
             self.filer.close(timeout=max(self._stop_deadline - time.monotonic(), 0.0))
 
     def _serve(self, hints: queue.SimpleQueue[Path], observer: Any) -> int:
         settings = self.settings.worker
         pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="postback")
         running: set[Future[str]] = set()
-        next_scan, backlog, next_metrics, next_tick = 0.0, False, 0.0, 0.0
+        next_scan, backlog = 0.0, False
+        self._ticker = threading.Thread(target=self._tick_loop, name="tick", daemon=True)
+        self._ticker.start()
         while not self._stop.is_set():
-            if time.monotonic() >= next_metrics:
-                self.write_metrics()
-                next_metrics = time.monotonic() + METRICS_EVERY_SECONDS
-            if time.monotonic() >= next_tick:
-                self.filer.tick()
-                next_tick = time.monotonic() + TICK_SECONDS
             if not observer.is_alive():
                 log.critical("the inotify observer thread died; exiting so systemd restarts the worker")
                 return EXIT_OBSERVER_DIED
@@ -237,6 +237,19 @@ class Worker:
             running.add(pool.submit(self.process, path))
         pool.shutdown(wait=False, cancel_futures=True)
         return self._finish(running)
+
+    def _tick_loop(self) -> None:
+        """The outputs' debounced work (a day's pages rewritten) and the metrics, on a thread of their own:
+        however long they take, the loop that hands postbacks to the threads never waits for them."""
+        next_metrics = 0.0
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                self.filer.tick()
+                if time.monotonic() >= next_metrics:
+                    self.write_metrics()
+                    next_metrics = time.monotonic() + METRICS_EVERY_SECONDS
+            except Exception:  # an output's bug must not stop the ticks, nor the worker
+                log.exception("an output's tick failed; tried again at the next one")
 
     def _housekeeping(self) -> None:
         """At every periodic rescan: retry what a storage error released, and drop stale tmp/ files.
