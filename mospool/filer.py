@@ -33,8 +33,8 @@ from mospool.store import Filing, Folder, Spool, State
 
 log = logging.getLogger(__name__)
 
-MAX_GROUP = 256  # records in one commit at most: bounds one index transaction
-MAX_PENDING = 512  # records written and not yet published at most: a thread handing in more waits
+MAX_GROUP = 1024  # records in one commit at most: bounds one index transaction
+MAX_PENDING = 2048  # records written and not yet published at most: a thread handing in more waits
 
 Done = Callable[[State, BaseException | None], None]
 
