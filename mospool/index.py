@@ -118,10 +118,10 @@ class Index:
         self.root = Path(spool_root)
         self.records = Records(self.root)
         self.path = self.root / INDEX_FILE
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer connection
+        self._claims_lock = threading.Lock()  # the claims in memory and the reader connection
         self._claims: dict[str, str] = {}  # dedup key -> the postback processing it now
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
+        self._db = _connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a lost commit would let a Sinch retry through
         self._db.execute("PRAGMA busy_timeout=10000")
@@ -132,8 +132,17 @@ class Index:
         if outdated:
             self.rebuild()
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # Claims read through a connection of their own: in WAL mode a reader never waits for the writer's
+        # commit (its fsync), so a postback's claim does not wait for the group commit of others.
+        self._reader = _connect(self.path)
+        self._query_lock = threading.Lock()  # the connection the pages and the CLI read through
+        self._queries = _connect(self.path)
 
     def close(self) -> None:
+        with self._query_lock:
+            self._queries.close()
+        with self._claims_lock:
+            self._reader.close()
         with self._lock:
             self._db.close()
 
@@ -155,9 +164,17 @@ class Index:
         A claim lives in memory until its record is filed (or deferred): it only has to hold against this
         worker's other threads, and after a crash the postback is processed again and claims again.
         """
-        with self._lock:
-            row = self._db.execute("SELECT spool_id FROM records WHERE key = ?", (key,)).fetchone()
-            return str(row["spool_id"]) if row else self._claims.setdefault(key, spool_id)
+        with self._claims_lock:
+            # Memory first: a claim is forgotten only after its row is committed, so a key missing from
+            # memory is either new or already in the table, where the read below finds it.
+            owner = self._claims.get(key)
+            if owner is not None:
+                return owner
+            row = self._reader.execute("SELECT spool_id FROM records WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                return str(row["spool_id"])
+            self._claims[key] = spool_id
+            return spool_id
 
     def release(self, keys: list[str], spool_id: str) -> None:
         """Give up keys that a failed postback held, so a later retry of it is not called a duplicate."""
@@ -178,7 +195,7 @@ class Index:
 
     def _forget_claims(self, keys: Iterable[str], spool_id: str) -> None:
         """Once the keys' rows are committed (or gone), the claims in memory are not needed."""
-        with self._lock:
+        with self._claims_lock:
             for key in keys:
                 if self._claims.get(key) == spool_id:
                     del self._claims[key]
@@ -232,8 +249,9 @@ class Index:
         return int(count)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        """A read, through a connection of its own: it neither waits for nor holds up the writer."""
+        with self._query_lock:
+            return self._queries.execute(sql, params).fetchall()
 
     def search_text(
         self, words: str, columns: str, where: Sequence[str], params: Sequence[Any], limit: int
@@ -321,3 +339,10 @@ def _first_image(media: list[dict[str, Any]]) -> str | None:
 def _searchable(message: Mapping[str, Any]) -> list[Any]:
     aliases = {"sender": "from", "recipient": "to"}
     return [message.get(aliases.get(column, column)) for column in COLUMNS]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA busy_timeout=10000")
+    return db

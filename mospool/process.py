@@ -17,7 +17,7 @@ from typing import Any
 from mospool import media, retry
 from mospool.config import Settings
 from mospool.english import counted
-from mospool.filer import Filer
+from mospool.filer import Done, Filer
 from mospool.index import STORAGE_ERRORS, Index
 from mospool.metrics import Metrics
 from mospool.parse import Parsed, ParseError, parse_postback
@@ -49,6 +49,8 @@ class Claimed:
     parsed: Parsed | None = None
     keys: list[str] = field(default_factory=list)
     retry: dict[str, Any] = field(default_factory=dict)
+    new_build: bool = False  # its build folder was made for this try: no schedule of an earlier one in it
+    done: Done = field(default=lambda state, error: None)  # told when its record is published, or is not
 
     @property
     def id(self) -> str:
@@ -98,7 +100,7 @@ class Processor:
     def _file(self, claimed: Claimed) -> str:
         if self._already_filed(claimed):
             return "already filed"
-        claimed.retry = self.spool.retry_schedule(claimed.build)
+        claimed.retry = {} if claimed.new_build else self.spool.retry_schedule(claimed.build)
         claimed.postback = self._read(claimed)
         claimed.parsed = self._parse(claimed.postback)
         sha = claimed.postback.meta["body_sha256"]
@@ -196,7 +198,7 @@ class Processor:
         )
 
     def _publish(self, claimed: Claimed, filing: Filing) -> None:
-        self.filer.file(filing, claimed.build, claimed.work_file)
+        self.filer.file(filing, claimed.build, claimed.work_file, claimed.done)
 
     def _file_duplicate(self, claimed: Claimed, original: str) -> str:
         assert claimed.postback is not None

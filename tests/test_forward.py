@@ -362,10 +362,25 @@ def test_a_damaged_entry_of_a_filed_record_is_parked(app: App, tmp_path: Path) -
     postback_id = publish(r.spool, SMS_MO)
     r.worker.drain()
     r.outbox.entry_path(f"{postback_id}.001").write_bytes(b'{"webhook_id": "msg_')
-    assert r.delivery.deliver_due() == {"undelivered": 1}
+    restarted = webhooks.create(r.forwarder.settings, r.spool, background=False).delivery  # reads the disk
+    assert restarted.deliver_due() == {"undelivered": 1}
     parked = r.outbox.schedule(f"{postback_id}.001", r.outbox.undelivered)
     assert parked["reason"].startswith("damaged outbox entry")
     assert app.received == []
+
+
+def test_entries_handed_over_by_the_filer_are_sent_without_reading_the_outbox(
+    app: App, tmp_path: Path
+) -> None:
+    """The filer says which records are published: their entries go out as written, from memory."""
+    r = rig(tmp_path, app.url)
+    ids = [publish(r.spool, sms(f"sms-{n}")) for n in range(3)]
+    r.worker.drain()
+    for postback_id in ids:  # what is on disk now is not what a sender uses: the filer's copy is
+        r.outbox.entry_path(f"{postback_id}.001").write_bytes(b"damaged after filing")
+    assert r.delivery.deliver_due() == {"delivered": 3}
+    assert sorted(app.delivered()) == sorted(f"msg_{postback_id}_001" for postback_id in ids)
+    assert all(item.verified for item in app.received)
 
 
 # --- resend (issue 22, item 9)

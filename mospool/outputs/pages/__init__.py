@@ -74,14 +74,19 @@ class Pages(BaseOutput):
         self._root_written_at = self._views_written_at = float("-inf")
 
     def _newest_days(self) -> Iterator[tuple[str, str]]:
-        """At start, the newest day of each state is rewritten whole: a crash may have cut a rewrite short."""
+        """At start, the newest day of each state is rewritten whole unless its pages are current: a crash
+        may have cut a rewrite short, or come between a record's index row and its day's pages."""
         for state in FILED_STATES:
             days = self.spool.records.days(state)
-            if days:
+            if (
+                days
+                and not DayPages(self.spool, self.index, state.value, days[-1], self.per_page).is_current()
+            ):
                 yield state.value, days[-1]
 
     def prepare(self, folder: Folder, batch: Batch) -> None:
-        batch.write_in_record(PAGE, record_page(folder, located=batch.build, zone=self.zone))
+        page = record_page(folder, located=batch.build, names=batch.in_record, zone=self.zone)
+        batch.write_in_record(PAGE, page)
 
     def published(self, folders: Sequence[Folder]) -> None:
         with self._lock:

@@ -65,9 +65,12 @@ class Notice:
     parts: list[Part] = field(default_factory=list)
 
 
-def record_page(folder: Folder, located: Path | None = None, zone: dt.tzinfo = dt.UTC) -> bytes:
+def record_page(
+    folder: Folder, located: Path | None = None, names: Sequence[str] | None = None, zone: dt.tzinfo = dt.UTC
+) -> bytes:
     """The page of one record folder, built from what it holds; ``located``: where its files are now, if
-    not yet at ``folder.path`` (the build folder, before it is published); times shown in ``zone``."""
+    not yet at ``folder.path`` (the build folder, before it is published); ``names``: its files, when the
+    caller knows them (else the folder is listed); times shown in ``zone``."""
     files_at = located or folder.path
     notices = folder.notices
     received_at = (folder.request or {}).get("received_at") or _first(notices, "received_at")
@@ -83,7 +86,7 @@ def record_page(folder: Folder, located: Path | None = None, zone: dt.tzinfo = d
         failure=_failure(folder, zone),
         duplicate=_duplicate(folder),
         loose_media=_loose_media(folder, files_at) if not folder.messages else [],
-        files=_files(files_at),
+        files=_files(files_of(files_at) if names is None else sorted(names)),
     )
     return html.encode()
 
@@ -215,6 +218,6 @@ def _duplicate(folder: Folder) -> Duplicate | None:
     return Duplicate(original or "unknown", link)
 
 
-def _files(files_at: Path) -> list[tuple[str, str]]:
-    """(link, what it is) for each file of the folder a person may want to open: one listing, no globbing."""
-    return [(href(note.name), f"{note.name}: {note.what}") for note in described_files(files_of(files_at))]
+def _files(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(link, what it is) for each file of the folder a person may want to open."""
+    return [(href(note.name), f"{note.name}: {note.what}") for note in described_files(names)]

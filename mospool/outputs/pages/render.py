@@ -13,6 +13,7 @@ and nothing else).
 from __future__ import annotations
 
 import datetime as dt
+import re
 import urllib.parse
 import zoneinfo
 from collections.abc import Mapping, Sequence
@@ -20,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from mospool.outputs.registry import StatusPart
-from mospool.store import State, id_time
+from mospool.store import State, id_day, id_time
 from mospool.store.layout import MEDIA, PAGE, media_file_name
 
 ENV = jinja2.Environment(
@@ -31,12 +33,14 @@ ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    auto_reload=False,  # the templates ship with the package: no stat of each one at every page
 )
 
 # By file extension, because the browse site's Content-Type comes from the extension (deploy/nginx).
 IMAGES = {"jpg", "jpeg", "png", "gif", "bmp", "webp"}
 VIDEOS = {"mp4", "webm"}
 AUDIOS = {"mp3", "m4a", "aac", "ogg", "wav"}
+WRITTEN_FOR = re.compile(rb"<!-- mospool-rows (\d+) -->")
 KINDS = {"mms_mo": "MMS", "sms_mo": "SMS", "status": "delivery status", "other": "notice"}
 
 # Day-page cells are cut to these lengths, so a row (and so a page) has a size bound whatever arrives.
@@ -53,10 +57,17 @@ def zone_named(name: str) -> dt.tzinfo:
 @dataclass(frozen=True)
 class Shown:
     """A time as a page shows it: to the second, in the pages' zone and naming it; ``iso`` is the exact
-    time as recorded, kept in the page (a tooltip, and the datetime a browser or a script may read)."""
+    time as recorded, kept in the page (a tooltip, and the datetime a browser or a script may read).
+
+    It writes its own markup (``__html__``, which Jinja's autoescape honours), escaped here: cheaper than a
+    macro call for each of a page's times."""
 
     text: str
     iso: str
+
+    def __html__(self) -> str:
+        iso = markupsafe.escape(self.iso)
+        return f'<time datetime="{iso}" title="{iso}">{markupsafe.escape(self.text)}</time>'
 
 
 def shown_time(value: Any, zone: dt.tzinfo) -> Shown | str | None:
@@ -84,7 +95,7 @@ def href(*segments: str) -> str:
 def day_of(spool_id: str) -> str | None:
     """The YYYY-MM-DD folder of a spool id, or None if it is not one."""
     try:
-        return id_time(spool_id).strftime("%Y-%m-%d")
+        return id_day(spool_id)
     except ValueError:
         return None
 
@@ -182,12 +193,27 @@ def day_page(
     note: str,
     generated: str,
     zone: dt.tzinfo = dt.UTC,
+    total: int | None = None,
 ) -> bytes:
-    """One page of a day's listing, newest first, with links to the day's other pages."""
+    """One page of a day's listing, newest first, with links to the day's other pages; ``total``: on the
+    day's index page, the notifications it was written for (a comment the worker reads back at start)."""
     html = ENV.get_template("day.html").render(
-        state=state, day=day, rows=rows, pages=pages, note=note, generated=generated, zone=str(zone)
+        state=state,
+        day=day,
+        rows=rows,
+        pages=pages,
+        note=note,
+        generated=generated,
+        zone=str(zone),
+        total=total,
     )
     return html.encode()
+
+
+def written_for(page: bytes) -> int | None:
+    """The ``total`` a day's index page was written for, or None."""
+    found = WRITTEN_FOR.search(page)
+    return int(found.group(1)) if found else None
 
 
 @dataclass(frozen=True)

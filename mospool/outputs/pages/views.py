@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from mospool.config import Settings
@@ -87,15 +88,25 @@ class DayPages:
         total = self._count("folder < ?", self.high)
         full = total // self.per_page
         first = self._count("folder < ?", self.low + since) // self.per_page
-        for chunk in range(first, full):
-            self._write_full(chunk, full)
+        for chunk, rows in enumerate(self._full_pages(first, full), first):
+            self._write_full(chunk, full, rows)
         self._drop_pages_after(full)
         links = self._page_links(full)
         rows = self._newest_rows()
         note = f"{counted(total, 'notification')}; this page: the newest {len(rows)}"
-        page = render.day_page(self.state, self.day, rows, links, note, render.stamp(self.zone), self.zone)
+        stamp = render.stamp(self.zone)
+        page = render.day_page(self.state, self.day, rows, links, note, stamp, self.zone, total)
         write_view(self.folder / PAGE, page)
         return full - first + 1
+
+    def is_current(self) -> bool:
+        """Whether the day's pages were last written whole for as many notifications as the index holds: the
+        index page is written last, so one that says so was preceded by every page of its rewrite."""
+        try:
+            written = render.written_for((self.folder / PAGE).read_bytes())
+        except OSError:
+            return False
+        return written == self._count("folder < ?", self.high)
 
     def _count(self, bound: str, value: str) -> int:
         sql = f"SELECT count(*) FROM messages WHERE folder >= ? AND {bound}"  # noqa: S608 (constant bounds)
@@ -110,16 +121,21 @@ class DayPages:
         found = self.index.query(sql, (self.low, self.high, self.per_page))
         return [render.day_row(dict(row), self.zone) for row in found]
 
-    def _rows(self, offset: int, limit: int) -> list[render.Row]:
+    def _full_pages(self, first: int, full: int) -> Iterator[list[render.Row]]:
+        """The rows of full pages ``first`` to ``full`` (0-based), oldest page first, each newest first: one
+        walk of the folder index from the first one's start, not one per page."""
         sql = (
             f"SELECT {ROW_COLUMNS} FROM messages WHERE folder >= ? AND folder < ? "  # noqa: S608
             "ORDER BY folder, position LIMIT ? OFFSET ?"
         )
-        rows = self.index.query(sql, (self.low, self.high, limit, offset))
-        return [render.day_row(dict(row), self.zone) for row in reversed(rows)]
+        found = self.index.query(
+            sql, (self.low, self.high, (full - first) * self.per_page, first * self.per_page)
+        )
+        for start in range(0, len(found), self.per_page):
+            page = found[start : start + self.per_page]
+            yield [render.day_row(dict(row), self.zone) for row in reversed(page)]
 
-    def _write_full(self, chunk: int, full: int) -> None:
-        rows = self._rows(chunk * self.per_page, self.per_page)
+    def _write_full(self, chunk: int, full: int, rows: list[render.Row]) -> None:
         self.labels[chunk + 1] = f"{rows[-1].time[:5]} to {rows[0].time[:5]}"
         first, last = chunk * self.per_page + 1, (chunk + 1) * self.per_page
         note = f"page {chunk + 1} of {full} full pages: notifications {first} to {last} of the day"
