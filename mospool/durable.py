@@ -23,10 +23,7 @@ def write_new(path: Path | str, data: bytes) -> None:
     """Create ``path`` (must not exist) with ``data``, mode 0640, fsynced; nothing is left on failure."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
-        os.fchmod(fd, FILE_MODE)  # the umask must not take the group's read bit
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_whole(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -39,14 +36,19 @@ def write_file(path: Path | str, data: bytes, *, sync: bool = True) -> None:
     """Write a whole file in an unpublished folder, mode 0640, and fsync it unless the caller syncs later."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
-        os.fchmod(fd, FILE_MODE)  # the umask must not take the group's read bit
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_whole(fd, data)
         if sync:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_whole(fd: int, data: bytes) -> None:
+    """All of ``data``, however many writes it takes, in a file made 0640 whatever the umask."""
+    os.fchmod(fd, FILE_MODE)  # the umask must not take the group's read bit
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def replace_file(path: Path, data: bytes, suffix: str) -> None:

@@ -14,12 +14,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from mospool.config import Settings
-from mospool.durable import FILE_MODE
+from mospool.durable import write_file
 from mospool.english import counted
 from mospool.index import Index
 from mospool.outputs.pages import render
@@ -49,14 +48,7 @@ ROW_COLUMNS = (
 def write_view(path: Path, data: bytes) -> None:
     """Replace a view atomically: readers see the old page or the new one, never a part."""
     temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
+    write_file(temp, data, sync=False)  # derived: made again if a crash loses it
     temp.replace(path)
 
 
