@@ -25,7 +25,8 @@ from watchdog.observers import Observer
 from mospool import media, retry
 from mospool.config import Settings
 from mospool.filer import Filer, Output
-from mospool.index import STORAGE_ERRORS, Index, IndexStage
+from mospool.index import STORAGE_ERRORS, IndexStage, IndexUnavailable, open_index, where
+from mospool.index.watch import Watch
 from mospool.metrics import Metrics
 from mospool.outputs import Context, build_outputs
 from mospool.process import Claimed, Processor
@@ -51,8 +52,10 @@ class Worker:
         self.settings = settings
         self.spool = Spool(settings.spool.dir)
         self.spool.create()
-        self.index = Index(self.spool.root)
         self.metrics = Metrics(settings.monitor.metrics_textfile)
+        self.index = open_index(settings)
+        self.watch = Watch(self.index, self.metrics, where(settings))
+        self.watch.check_at_start()
         self.media = media.Fetcher(settings.media)  # shared by every postback thread: one download pool
         if outputs is None:
             outputs = build_outputs(Context(settings, self.spool, self.index, self.metrics))
@@ -82,7 +85,7 @@ class Worker:
         handled = 0
         self._released.clear()
         with ThreadPoolExecutor(self.settings.worker.concurrency) as pool:
-            while batch := self.next_batch():
+            while self.watch.up and (batch := self.next_batch()):
                 handled += sum(1 for _ in pool.map(self.process, batch))
         self.filer.tick()
         self.write_metrics()
@@ -95,7 +98,10 @@ class Worker:
         self.metrics.write()
 
     def next_batch(self) -> list[Path]:
-        """The oldest waiting files not already in flight, then the deferred folders that are due."""
+        """The oldest waiting files not already in flight, then the deferred folders that are due; nothing
+        while the index cannot be reached (they wait where they are)."""
+        if not self.watch.up:
+            return []
         with self._lock:
             busy = self._in_flight | self._released
         ids = (name for name in self.spool.waiting_ids() if name not in busy)
@@ -118,6 +124,8 @@ class Worker:
         with self._lock:
             if postback_id in self._in_flight or postback_id in self._released:
                 return "busy"  # released after a storage error: the next rescan tries it, not its own event
+            if not self.watch.up:
+                return "held"  # the index cannot be reached: not claimed, it waits where it is
             self._in_flight.add(postback_id)
         started = time.monotonic()
         try:
@@ -127,13 +135,8 @@ class Worker:
             claimed = Claimed(work_file, self.spool.build_dir(postback_id))
             try:
                 outcome = self.processor.handle(claimed)
-            except STORAGE_ERRORS as exc:  # disk full, I/O error: not the postback's fault
-                log.error(
-                    "postback %s: storage error, back to %s/ for a later pass: %s",
-                    postback_id,
-                    State.INCOMING,
-                    exc,
-                )
+            except STORAGE_ERRORS as exc:  # disk full, I/O error, the index gone: not the postback's fault
+                self._storage_failed(postback_id, exc)
                 self._release(claimed)
                 return "released"
             self._log(claimed, outcome, started)
@@ -141,6 +144,15 @@ class Worker:
         finally:
             with self._lock:
                 self._in_flight.discard(postback_id)
+
+    def _storage_failed(self, postback_id: str, exc: Exception) -> None:
+        if isinstance(exc, IndexUnavailable):
+            self.watch.lost(exc)  # logged once for the outage; each postback goes back quietly
+            log.info("postback %s: back to %s/ until the index answers", postback_id, State.INCOMING)
+            return
+        log.error(
+            "postback %s: storage error, back to %s/ for a later pass: %s", postback_id, State.INCOMING, exc
+        )
 
     def _release(self, claimed: Claimed) -> None:
         """Put the postback back in incoming/, wherever a failed step left its file."""
@@ -198,6 +210,12 @@ class Worker:
             if not observer.is_alive():
                 log.critical("the inotify observer thread died; exiting so systemd restarts the worker")
                 return EXIT_OBSERVER_DIED
+            if self.watch.probe():
+                next_scan = 0.0  # back: take everything that waited
+            if not self.watch.up:
+                _forget(hints)  # a rescan finds them once the index is back
+                time.sleep(0.2)
+                continue
             running = {future for future in running if not future.done()}
             if hints.empty() and (time.monotonic() >= next_scan or (backlog and not running)):
                 if time.monotonic() >= next_scan:
@@ -228,6 +246,10 @@ class Worker:
         removed = self.spool.clean_tmp(self.settings.spool.tmp_grace_seconds)
         if removed:
             log.info("removed %d stale tmp files", removed)
+        try:
+            self.index.heartbeat()
+        except IndexUnavailable as exc:
+            self.watch.lost(exc)
 
     def _finish(self, running: set[Future[str]]) -> int:
         deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds
@@ -241,6 +263,11 @@ class Worker:
                 State.INCOMING,
             )
         return 0
+
+
+def _forget(hints: queue.SimpleQueue[Path]) -> None:
+    while not hints.empty():
+        hints.get_nowait()
 
 
 class _Hints(FileSystemEventHandler):

@@ -14,6 +14,7 @@ from mospool.outputs import BaseOutput
 from mospool.process import Claimed
 from mospool.store import SUFFIX, Folder, Spool, State
 from mospool.worker import Worker
+from tests import index_db
 from tests.build import publish, read_json, sms
 
 
@@ -65,8 +66,8 @@ def test_records_handed_in_during_a_commit_share_the_next_one(make_worker: Calla
         assert (folder / "derived.txt").read_bytes() == postback_id.encode()
         assert read_json(folder / "message.json")["spool_id"] == postback_id
     assert list(worker.spool.work.iterdir()) == []
-    rows = worker.index.query("SELECT spool_id FROM messages WHERE state = 'processed'")
-    assert sorted(row["spool_id"] for row in rows) == sorted(ids)
+    rows = index_db.rows(worker.settings, "SELECT spool_id FROM messages WHERE state = 'processed'")
+    assert sorted(row[0] for row in rows) == sorted(ids)
 
 
 def test_a_record_that_cannot_be_written_does_not_fail_its_group(

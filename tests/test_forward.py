@@ -13,14 +13,14 @@ import pytest
 
 from mospool.cli import main as cli_main
 from mospool.config import Settings, replace
-from mospool.index import Index
+from mospool.index import open_index
 from mospool.metrics import Metrics
 from mospool.outputs import Context, build_outputs, webhooks
 from mospool.outputs.delivery import Delivery
 from mospool.outputs.webhooks import ForwardSettings, Webhooks
 from mospool.store import Entry, Outbox, Spool
 from mospool.worker import Worker
-from tests.build import BATCH, JPEG, LOCAL_MEDIA, SMS_MO, STATUS_XML, mms, publish, read_json, sms
+from tests.build import BATCH, JPEG, LOCAL_MEDIA, SMS_MO, STATUS_XML, mms, notice_id, publish, read_json, sms
 from tests.origin import Origin
 from tests.origin import Reply as MediaReply
 from tests.servers import free_port, write_config
@@ -53,6 +53,10 @@ class Rig:
     def message(self, postback_id: str, name: str = "message.json") -> dict[str, Any]:
         return read_json(self.spool.record_dir("processed", postback_id) / name)
 
+    def hook_id(self, postback_id: str, name: str = "message.json") -> str:
+        """The webhook-id of a processed notice: from its dedup key."""
+        return notice_id(self.message(postback_id, name)["dedup_key"])
+
 
 def rig(tmp_path: Path, url: str, metrics: Metrics | None = None, **changes: Any) -> Rig:
     settings = Settings.for_spool(
@@ -83,12 +87,12 @@ def test_every_processed_notice_is_posted_signed_with_its_record(app: App, tmp_p
     assert r.delivery.deliver_due() == {"delivered": 5}
     delivered = app.delivered()
     assert all(item.verified for item in app.received)  # Webhook.verify of the standardwebhooks library
-    assert sorted(delivered) == sorted(
-        [f"msg_{sms}_001", f"msg_{status}_001", *(f"msg_{batch}_{n:03d}" for n in (1, 2, 3))]
-    )
-    assert delivered[f"msg_{sms}_001"].payload == {**r.message(sms), "state": "processed"}
+    batch_ids = [r.hook_id(batch, f"message-{n:03d}.json") for n in (1, 2, 3)]
+    assert sorted(delivered) == sorted([r.hook_id(sms), r.hook_id(status), *batch_ids])
+    assert r.hook_id(sms) == notice_id("SMS_MO|N401|sms-1")
+    assert delivered[r.hook_id(sms)].payload == {**r.message(sms), "state": "processed"}
     for n in (1, 2, 3):
-        payload = delivered[f"msg_{batch}_{n:03d}"].payload
+        payload = delivered[batch_ids[n - 1]].payload
         assert payload == {**r.message(batch, f"message-{n:03d}.json"), "state": "processed"}
         assert payload["tracking_id"] == f"batch-{n}"
     assert r.outbox.count(r.outbox.pending) == 0
@@ -103,7 +107,7 @@ def test_the_entry_is_written_with_the_record_and_names_its_media(
     postback_id = publish(r.spool, mms("mo-media", photo))
     r.worker.drain()
     entry = r.outbox.read(f"{postback_id}.001")
-    assert entry.id == f"msg_{postback_id}_001"
+    assert entry.id == notice_id("MMS_MO|N401|mo-media")
     assert r.outbox.entry_path(f"{postback_id}.001").stat().st_mode & 0o777 == 0o640
     r.delivery.deliver_due()
     (payload,) = [item.payload for item in app.received]
@@ -136,7 +140,7 @@ def test_5xx_is_retried_with_the_same_id_and_bytes_until_a_2xx(tmp_path: Path) -
         assert r.outbox.schedule(name)["attempts"] == 2
         assert r.delivery.deliver_due(now=FAR_FUTURE) == {"retry": 1}
         assert r.delivery.deliver_due(now=FAR_FUTURE) == {"delivered": 1}
-        tries = app.tries(f"msg_{postback_id}_001")
+        tries = app.tries(r.hook_id(postback_id))
     assert [item.status for item in tries] == [503, 503, 503, 200]
     assert len({item.body for item in tries}) == 1
     assert all(item.verified for item in tries)
@@ -161,7 +165,7 @@ def test_a_timeout_is_retried(tmp_path: Path) -> None:
         error = r.outbox.schedule(f"{postback_id}.001")["errors"][0]["parts"][0]["error"]
         assert "timed out" in error.lower() or "timeout" in error.lower()
         assert r.delivery.deliver_due(now=FAR_FUTURE) == {"delivered": 1}
-        assert [item.seen_before for item in app.tries(f"msg_{postback_id}_001")] == [0, 1]
+        assert [item.seen_before for item in app.tries(r.hook_id(postback_id))] == [0, 1]
 
 
 def test_an_unreachable_application_is_retried(tmp_path: Path) -> None:
@@ -207,7 +211,7 @@ def test_a_4xx_is_parked_shown_and_redeliverable(tmp_path: Path, capsys: pytest.
         assert r.delivery.deliver_due() == {"delivered": 1}
         code, status = cli(tmp_path, "status", capsys=capsys)
         assert code == 0 and status["webhooks"] == {"outbox": 0, "undelivered": 0}
-        tries = app.tries(f"msg_{postback_id}_001")
+        tries = app.tries(r.hook_id(postback_id))
     assert [item.status for item in tries] == [400, 200]
     assert tries[0].body == tries[1].body
 
@@ -258,10 +262,28 @@ def test_failed_records_are_forwarded_when_configured(app: App, tmp_path: Path) 
     postback_id = publish(r.spool, b"<postback><origin>MMS_MO</orig", "text/xml")
     r.worker.drain()
     assert r.delivery.deliver_due() == {"delivered": 1}
-    (payload,) = [item.payload for item in app.received]
-    assert payload["state"] == "failed"
-    assert payload["spool_id"] == postback_id
-    assert payload["error"]["stage"] == "parse"
+    (received,) = app.received
+    assert received.payload["state"] == "failed"
+    assert received.payload["spool_id"] == postback_id
+    assert received.payload["error"]["stage"] == "parse"
+    assert received.webhook_id == f"msg_{postback_id}_001"  # a report about one reception: its spool id
+
+
+def test_one_notice_has_one_webhook_id_wherever_it_was_received(app: App, tmp_path: Path) -> None:
+    """Two VMs that each processed the same notice (two islands, each with its own index) send it under one
+    webhook-id, so the application's repeat check drops the second; its failed report has an id of its own."""
+    first, second = rig(tmp_path / "a", app.url), rig(tmp_path / "b", app.url, states=("processed", "failed"))
+    ids = [publish(first.spool, SMS_MO), publish(second.spool, sms(text="hello (resent)"))]
+    broken = publish(second.spool, b"<postback><origin>SMS_MO</orig", "text/xml")
+    for each in (first, second):
+        each.worker.drain()
+        assert each.delivery.deliver_due().get("delivered")
+    assert [item.webhook_id for item in app.received if item.payload["spool_id"] in ids] == [
+        notice_id("SMS_MO|N401|sms-1")
+    ] * 2
+    assert {first.hook_id(ids[0]), second.hook_id(ids[1])} == {notice_id("SMS_MO|N401|sms-1")}
+    assert len(app.delivered()) == 2  # the notice once, the failed report once
+    assert f"msg_{broken}_001" in app.delivered()
 
 
 def test_a_stuck_application_never_holds_up_filing(tmp_path: Path) -> None:
@@ -286,13 +308,13 @@ def test_a_stuck_application_never_holds_up_filing(tmp_path: Path) -> None:
         finally:
             release.set()
             r.delivery.close()
-    assert sorted(app.delivered()) == sorted(f"msg_{postback_id}_001" for postback_id in ids)
+    assert sorted(app.delivered()) == sorted(r.hook_id(postback_id) for postback_id in ids)
     assert r.outbox.count(r.outbox.pending) == 0
 
 
 def test_the_registry_builds_the_webhooks_only_when_configured(spool: Spool) -> None:
     off = Settings.for_spool(spool.root)
-    index = Index(spool.root)
+    index = open_index(off)
     built = build_outputs(Context(off, spool, index, Metrics(None)))
     assert not any(isinstance(output, Webhooks) for output in built)
     on = replace(off, "forward", **dataclasses.asdict(forward_settings("http://127.0.0.1:9/hooks")))

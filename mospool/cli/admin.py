@@ -10,9 +10,8 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from mospool.cli.inspect import CommandError, open_index
+from mospool.cli.inspect import CommandError, cli_index
 from mospool.config import Settings
-from mospool.index import Index
 from mospool.outputs import outboxes, pages
 from mospool.store import FILED_STATES, Spool, State
 from mospool.store.outbox import entry_spool_id
@@ -31,7 +30,7 @@ def retry(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[l
         folders = [failed_only(records.find(wanted), wanted, "retried") for wanted in args.ids]
     else:
         raise CommandError("retry needs postback ids or --all-failed")
-    index = open_index(spool)
+    index = cli_index(settings, spool)
     try:
         rows = []
         for folder in folders:
@@ -45,7 +44,7 @@ def retry(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[l
 def dismiss(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
     records = spool.records
     folders = [failed_only(records.find(wanted), wanted, "dismissed") for wanted in args.ids]
-    index = open_index(spool)
+    index = cli_index(settings, spool)
     try:
         rows = []
         for folder in folders:
@@ -68,7 +67,7 @@ def purge(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[d
     today = dt.datetime.now(dt.UTC).date()
     records = spool.records
     removed: dict[str, list[str]] = {}
-    index = open_index(spool)
+    index = cli_index(settings, spool)
     try:
         for state in [State(name) for name in args.state or FILED_STATES]:
             age = kept[state] if args.older_than is None else args.older_than
@@ -85,7 +84,7 @@ def purge(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[d
 
 
 def reindex(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
-    index = Index(spool.root)
+    index = cli_index(settings, spool, create=True)
     try:
         count = index.rebuild()
     finally:
@@ -115,7 +114,7 @@ def redeliver(settings: Settings, spool: Spool, args: argparse.Namespace) -> tup
 
 def pages_command(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     """Every record page, day page and the root page, for a spool filed before pages (or after a crash)."""
-    index = Index(spool.root)
+    index = cli_index(settings, spool, create=True)
     try:
         return pages.rebuild(spool, index, settings), 0
     finally:

@@ -10,9 +10,9 @@ from typing import Any
 
 from mospool.cli.text import Report
 from mospool.config import Settings
-from mospool.index import Index
+from mospool.index import Index, IndexUnavailable, Search, open_index, where
 from mospool.outputs import outboxes, status_parts
-from mospool.store import FILED_STATES, Spool, State, id_time
+from mospool.store import FILED_STATES, NotFound, Spool, State, id_time
 from mospool.store.layout import WAITING_STATES
 from mospool.store.postback import CorruptPostback
 from mospool.store.spool import postback_id
@@ -43,7 +43,15 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
     parts = status_parts(settings, spool)
     for part in parts:
         alerts += part.alerts
+    index = _index_report(settings)
+    if index.get("reachable") is False:
+        alerts.append(
+            f"the index cannot be reached ({index['error']}): the worker holds postbacks in "
+            f"{State.INCOMING}/ until it is back"
+        )
     result = {
+        "node": settings.spool.node,
+        "index": index,
         "counts": counts,
         "oldest_waiting_seconds": round(oldest, 1),
         "failures": dict(reasons.most_common()),
@@ -54,6 +62,24 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
     }
     lines = [f"{part.key + ':':<15} {part.line}" for part in parts]
     return Report(result, lines), 1 if alerts else 0
+
+
+def _index_report(settings: Settings) -> dict[str, Any]:
+    """Where the index is; a shared one is asked whether it answers now, and which VMs file into it."""
+    report: dict[str, Any] = {"backend": "postgresql" if settings.index.shared else "sqlite"}
+    report["where"] = where(settings)
+    if not settings.index.shared:
+        return report
+    index = open_index(settings, connections=1)
+    try:
+        index.ping()
+        report["reachable"] = True
+        report["nodes"] = [str(row["node"]) for row in index.nodes()]
+    except IndexUnavailable as exc:
+        report["reachable"], report["error"] = False, str(exc)
+    finally:
+        index.close()
+    return report
 
 
 def _ellipsized(text: str, width: int) -> str:
@@ -71,16 +97,16 @@ def list_state(
 ) -> tuple[list[dict[str, Any]], int]:
     if args.state in outboxes(spool):
         return _undelivered_rows(spool, args.state, args.limit), 0
-    state = State(args.state)
+    state, node = State(args.state), settings.spool.node
     if state in WAITING_STATES:
         rows = [
-            {"id": postback_id(p), "path": str(p), **_retry_summary(spool, p)}
+            {"id": postback_id(p), "node": node, "path": str(p), **_retry_summary(spool, p)}
             for p in spool.records.waiting(state)
         ]
         return rows[: args.limit], 0
     rows = []
     for folder in spool.records.folders(state, args.since):
-        rows.append({"id": folder.name, "path": str(folder), **_summary(spool, folder)})
+        rows.append({"id": folder.name, "node": node, "path": str(folder), **_summary(spool, folder)})
         if len(rows) >= args.limit:
             break
     return rows, 0
@@ -117,12 +143,23 @@ def _summary(spool: Spool, folder: Path) -> dict[str, Any]:
         summary["error"] = f"{record.error.get('stage')}: {record.error.get('error')}"
     if record.duplicate:
         summary["duplicate_of"] = record.duplicate.get("duplicate_of")
+        summary["duplicate_of_node"] = record.duplicate.get("duplicate_of_node")
     return summary
 
 
 def show(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
-    found = spool.records.find(args.id)
-    result: dict[str, Any] = {"id": found.id, "state": str(found.state), "path": str(found.path)}
+    try:
+        found = spool.records.find(args.id)
+    except NotFound:
+        if not settings.index.shared:
+            raise
+        return _elsewhere(settings, spool, args.id), 0
+    result: dict[str, Any] = {
+        "id": found.id,
+        "node": settings.spool.node,
+        "state": str(found.state),
+        "path": str(found.path),
+    }
     if found.path.is_file():
         try:
             result["request"] = spool.read(found.path).meta
@@ -132,36 +169,46 @@ def show(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[di
     return {**result, **spool.records.contents(found)}, 0
 
 
-def find(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
-    filters: dict[str, tuple[Any, ...] | None] = {
-        "sender IN (?, ?)": _number_forms(args.sender),
-        "recipient IN (?, ?)": _number_forms(args.recipient),
-        "keyword = ? COLLATE NOCASE": _given(args.keyword),
-        "tracking_id = ?": _given(args.tracking_id),
-        "kind = ?": _given(args.kind),
-        "state = ?": _given(args.state),
-        "received_at >= ?": _given(args.since and args.since.isoformat()),
-        "received_at < ?": _given(args.until and (args.until + dt.timedelta(days=1)).isoformat()),
-    }
-    where = [clause for clause, values in filters.items() if values is not None]
-    params = tuple(value for values in filters.values() if values is not None for value in values)
-    # The clauses are the constants above; only their values are parameters.
-    sql = (
-        'SELECT spool_id, state, received_at, kind, sender AS "from", recipient AS "to", keyword, '  # noqa: S608
-        "tracking_id, subject, text, reason, duplicate_of, folder FROM messages WHERE 1 = 1"
-        + "".join(f" AND {clause}" for clause in where)
-        + " ORDER BY received_at DESC LIMIT ?"
-    )
-    index = open_index(spool)
+def _elsewhere(settings: Settings, spool: Spool, wanted: str) -> dict[str, Any]:
+    """A postback this spool does not hold, as the shared index knows it: which VM holds it, and where."""
+    index = cli_index(settings, spool)
     try:
-        rows = [dict(row) for row in index.query(sql, (*params, args.limit))]
+        rows = index.locate(wanted)
     finally:
         index.close()
-    return rows, 0
+    if not rows:
+        raise NotFound(f"no postback with id {wanted}, nor one whose id starts with it, here or in the index")
+    if len({row["spool_id"] for row in rows}) > 1:
+        names = ", ".join(sorted({str(row["spool_id"]) for row in rows}))
+        raise NotFound(f"{wanted} is the start of several ids in the index: {names}; give more of the id")
+    row = rows[0]
+    return {
+        "id": row["spool_id"],
+        "node": row["node"],
+        "state": row["state"],
+        "folder": row["folder"],
+        "elsewhere": f"on the VM {row['node']}, in its spool's {row['folder']}: run `mospool show` there",
+        **{key: row[key] for key in ("received_at", "kind", "from", "to", "tracking_id") if row.get(key)},
+    }
 
 
-def _given(value: Any) -> tuple[Any, ...] | None:
-    return None if value is None else (value,)
+def find(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
+    search = Search(
+        senders=_number_forms(args.sender),
+        recipients=_number_forms(args.recipient),
+        keyword=args.keyword,
+        tracking_id=args.tracking_id,
+        kind=args.kind,
+        state=args.state,
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+    )
+    index = cli_index(settings, spool)
+    try:
+        return index.find(search), 0
+    finally:
+        index.close()
 
 
 def _number_forms(raw: str | None) -> tuple[str, str] | None:
@@ -172,8 +219,15 @@ def _number_forms(raw: str | None) -> tuple[str, str] | None:
     return digits, "+" + digits
 
 
-def open_index(spool: Spool) -> Index:
-    if not spool.index_file.is_file():
+def cli_index(settings: Settings, spool: Spool, create: bool = False) -> Index:
+    """The index, for one command: the SQLite file must exist unless ``create``; a shared one must answer."""
+    if not settings.index.shared and not create and not spool.index_file.is_file():
         name = spool.index_file.name
         raise CommandError(f"no {name} in {spool.root}: the worker makes it at start (or run reindex)")
-    return Index(spool.root)
+    index = open_index(settings, connections=2)
+    try:
+        index.ping()
+    except IndexUnavailable as exc:
+        index.close()
+        raise CommandError(str(exc)) from exc
+    return index

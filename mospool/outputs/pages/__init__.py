@@ -60,6 +60,7 @@ class Pages(BaseOutput):
         self._stale: dict[tuple[str, str], str] = dict.fromkeys(self._newest_days(), FROM_THE_START)
         self._labels: dict[tuple[str, str], dict[int, str]] = {}
         self._root_written_at = self._views_written_at = float("-inf")
+        self._failing = False  # the last rewrite failed: said once, not at every tick
 
     def _newest_days(self) -> Iterator[tuple[str, str]]:
         """At start, the newest day of each state is rewritten whole: a crash may have cut a rewrite short."""
@@ -96,9 +97,14 @@ class Pages(BaseOutput):
         try:
             self._write(stale)
         except STORAGE_ERRORS as exc:  # views are derived: try again at a later tick
-            log.warning("pages: cannot rewrite the day and root pages yet: %s", exc)
+            if not self._failing:
+                log.warning("pages: cannot rewrite the day and root pages yet: %s", exc)
+            self._failing = True
             self.published_again(stale)
             return
+        if self._failing:
+            log.info("pages: the day and root pages are rewritten again")
+        self._failing = False
         self._root_written_at = now
 
     def _write(self, stale: dict[tuple[str, str], str]) -> None:

@@ -1,0 +1,298 @@
+"""The index in PostgreSQL, shared by every VM whose ``[index] url`` names it (psycopg 3 and its pool).
+
+Dedup across VMs rests on one unique constraint: a claim is ``INSERT … ON CONFLICT DO NOTHING RETURNING``
+on the key, so of two VMs claiming one key at once exactly one inserts; the other reads the owner (spool id
+and node). The claim row is written at once (state ``work``), then becomes ``deferred`` or ``processed`` in
+the same row, or is deleted when its postback fails. A claim is idempotent for its own spool id, so when the
+connection is lost with the outcome unknown (during the commit, say), the key is read back on a fresh
+connection: ours, another's (a duplicate), or absent (claimed again). Nothing is guessed.
+
+Every row names its node; the queries by folder (pages) read only this VM's rows, ``find`` reads every VM's.
+Every psycopg error surfaces as ``IndexUnavailable``: the worker then holds postbacks until ``ping`` works,
+and the pool is renewed then, so claiming resumes at once rather than at the pool's next back-off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from mospool.config import Settings
+from mospool.index import IndexUnavailable, read_password, where
+from mospool.index.pg_schema import NewerSchema, migrate
+from mospool.index.reads import Reads, Row
+from mospool.index.rows import DUPLICATE_COLUMNS, MESSAGE_COLUMNS, RECORD_COLUMNS, folder_rows
+from mospool.store import FILED_STATES, Folder, Owner, Records, State
+
+log = logging.getLogger(__name__)
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # the worker says an outage once, not per try
+
+CONNECT_SECONDS = 3  # libpq's connect_timeout
+WAIT_SECONDS = 3.0  # for a connection from the pool
+RESOLVE_PAUSES = (0.2, 1.0, 2.0)  # before each read-back of a claim whose outcome is unknown
+CLAIM = (
+    "INSERT INTO records (key, spool_id, node, state) VALUES (%s, %s, %s, 'work') "
+    "ON CONFLICT (key) DO NOTHING RETURNING spool_id"
+)
+OWNER = "SELECT spool_id, node FROM records WHERE key = %s"
+
+
+def _upsert(table: str, columns: Sequence[str], key: str, guard: str = "") -> str:
+    """INSERT … ON CONFLICT DO UPDATE of every column, from the constant column lists only."""
+    names = ", ".join(f'"{column}"' for column in columns)
+    values = ", ".join(f"%({column})s" for column in columns)
+    updates = ", ".join(f'"{column}" = EXCLUDED."{column}"' for column in columns)
+    return (
+        f"INSERT INTO {table} ({names}) VALUES ({values}) ON CONFLICT ({key}) DO UPDATE SET {updates}{guard}"  # noqa: S608
+    )
+
+
+# A processed record never takes over a key another postback holds.
+RECORD_UPSERT = _upsert("records", RECORD_COLUMNS, "key", " WHERE records.spool_id = EXCLUDED.spool_id")
+DUPLICATE_UPSERT = _upsert("duplicates", DUPLICATE_COLUMNS, "spool_id, key")
+MESSAGE_UPSERT = _upsert("messages", (*MESSAGE_COLUMNS, "message"), "spool_id, position")
+DEFER = (
+    "INSERT INTO records (key, spool_id, node, state, received_at) VALUES (%s, %s, %s, 'deferred', %s) "
+    "ON CONFLICT (key) DO UPDATE SET state = 'deferred', received_at = EXCLUDED.received_at "
+    "WHERE records.spool_id = EXCLUDED.spool_id"
+)
+
+
+class PostgresIndex(Reads):
+    scoped = True
+    NOCASE_EQUAL = "lower({column}) = lower(?)"
+
+    def __init__(self, settings: Settings, connections: int = 8) -> None:
+        self.node = settings.spool.node
+        self.root = settings.spool.dir
+        self.records = Records(self.root)
+        self.where = where(settings)
+        self.url = settings.index.url
+        self.connections = connections
+        password = read_password(settings)
+        self._options: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_SECONDS}
+        if password is not None:
+            self._options["password"] = password
+        self._lock = threading.Lock()
+        self._migrated = False
+        self._failing = False  # an operation failed since the pool was made: renew it once ping works
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            self.url,
+            kwargs=self._options,
+            min_size=1,
+            max_size=self.connections,
+            timeout=WAIT_SECONDS,
+            configure=_configure,
+            check=ConnectionPool.check_connection,  # a connection the server dropped is never handed out
+            name=f"mospool-index-{self.node}",
+            open=False,
+        )
+        pool.open(wait=False)
+        return pool
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # --- connections
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pool.connection() as conn:
+                if not self._migrated:
+                    self._migrate(conn)
+                yield conn
+        except psycopg.Error as exc:
+            self._failing = True
+            raise IndexUnavailable(f"the index at {self.where}: {_said(exc)}") from exc
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            found = migrate(conn)
+        except NewerSchema as exc:
+            raise IndexUnavailable(str(exc)) from exc
+        if found == 0:
+            log.info("created the index's tables in %s", self.where)
+        self._migrated = True
+
+    def ping(self) -> None:
+        """A connection of its own (the pool may be waiting out a back-off): when it works after a failure,
+        the pool is made anew, so the worker claims again at once."""
+        try:
+            with psycopg.connect(self.url, **self._options) as conn:
+                _configure(conn)
+                if not self._migrated:
+                    self._migrate(conn)
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise IndexUnavailable(f"the index at {self.where}: {_said(exc)}") from exc
+        with self._lock:
+            if self._failing:
+                old, self._pool = self._pool, self._new_pool()
+                self._failing = False
+                threading.Thread(target=old.close, name="index-pool-close", daemon=True).start()
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        query = sql.replace("%", "%%").replace("?", "%s")
+        with self._connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+            rows = cursor.execute(query, tuple(params)).fetchall()
+        return [{key: _plain(value) for key, value in row.items()} for row in rows]
+
+    # --- dedup
+
+    def claim(self, key: str, spool_id: str) -> Owner:
+        try:
+            return self._claim(key, spool_id)
+        except IndexUnavailable as lost:
+            if isinstance(lost.__cause__, PoolTimeout):
+                raise  # no connection was had, so nothing was sent: the outcome is known (not claimed)
+            return self._resolve(key, spool_id, lost)
+
+    def _claim(self, key: str, spool_id: str) -> Owner:
+        with self._connection() as conn:
+            while True:  # a key released between the two statements is claimed again
+                if conn.execute(CLAIM, (key, spool_id, self.node)).fetchone():
+                    return Owner(spool_id, self.node)
+                row = conn.execute(OWNER, (key,)).fetchone()
+                if row:
+                    return Owner(str(row[0]), str(row[1]))
+
+    def _resolve(self, key: str, spool_id: str, lost: IndexUnavailable) -> Owner:
+        """The claim's outcome is unknown (the connection went mid-way): read the key back, never guess."""
+        log.warning("claim of %s for %s: outcome unknown (%s); reading it back", key, spool_id, lost)
+        for pause in RESOLVE_PAUSES:
+            time.sleep(pause)
+            try:
+                owner = self._claim(key, spool_id)  # ours (it had committed), another's, or claimed now
+            except IndexUnavailable:
+                continue
+            held = "ours" if owner.spool_id == spool_id else f"held by {owner.spool_id} on {owner.node}"
+            log.info("claim of %s for %s resolved: %s", key, spool_id, held)
+            return owner
+        raise lost
+
+    def release(self, keys: Sequence[str], spool_id: str) -> None:
+        with self._connection() as conn:
+            conn.execute("DELETE FROM records WHERE key = ANY(%s) AND spool_id = %s", (list(keys), spool_id))
+
+    def defer(self, keys: Sequence[str], spool_id: str, received_at: str) -> None:
+        when = _timestamp(received_at)
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            cursor.executemany(DEFER, [(key, spool_id, self.node, when) for key in keys])
+
+    # --- filing
+
+    def filed(self, folders: Sequence[Folder]) -> None:
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            for record in folders:
+                self._index_folder(cursor, record)
+
+    def _index_folder(self, cursor: psycopg.Cursor[Any], record: Folder) -> None:
+        rows = folder_rows(record, self.records.relative(record.path), self.node)
+        for sql, found in ((RECORD_UPSERT, rows.records), (DUPLICATE_UPSERT, rows.duplicates)):
+            if found:
+                cursor.executemany(sql, [_stored(row) for row in found])
+        cursor.executemany(
+            MESSAGE_UPSERT,
+            [{**_stored(row), "message": Jsonb(_clean(row["message"]))} for row in rows.messages],
+        )
+
+    def moved(self, spool_id: str, state: str, folder: str) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE messages SET state = %s, folder = %s WHERE spool_id = %s AND node = %s",
+                (state, folder, spool_id, self.node),
+            )
+
+    def unfiled(self, spool_id: str) -> None:
+        with self._connection() as conn:
+            conn.execute("DELETE FROM messages WHERE spool_id = %s AND node = %s", (spool_id, self.node))
+
+    def forget_folders(self, prefix: str) -> int:
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        gone = 0
+        with self._connection() as conn, conn.transaction():
+            for table in ("records", "duplicates", "messages"):
+                cursor = conn.execute(
+                    f"DELETE FROM {table} WHERE node = %s AND folder LIKE %s",  # noqa: S608 (constant names)
+                    (self.node, pattern),
+                )
+                gone += cursor.rowcount
+        return gone
+
+    def rebuild(self) -> int:
+        """This VM's rows only: the other VMs' rows, and this VM's claims of waiting postbacks, stay."""
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            cursor.execute("DELETE FROM records WHERE node = %s AND state = 'processed'", (self.node,))
+            cursor.execute("DELETE FROM duplicates WHERE node = %s", (self.node,))
+            cursor.execute("DELETE FROM messages WHERE node = %s", (self.node,))
+            for state in FILED_STATES:
+                for path in self.records.folders(state):
+                    self._index_folder(cursor, self.records.read(path))
+            found = cursor.execute(
+                "SELECT count(*) FROM records WHERE node = %s AND state = %s",
+                (self.node, State.PROCESSED.value),
+            ).fetchone()
+        return int(found[0]) if found else 0
+
+    def heartbeat(self) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                "INSERT INTO nodes (node, spool) VALUES (%s, %s) "
+                "ON CONFLICT (node) DO UPDATE SET spool = EXCLUDED.spool, last_seen = now()",
+                (self.node, str(self.root)),
+            )
+
+    # search_text (issue 22): a tsvector column on messages (subject, text, sender, …) with a GIN index,
+    # filled by MESSAGE_UPSERT (to_tsvector('simple', …)), queried with websearch_to_tsquery.
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SET TIME ZONE 'UTC'")  # received_at comes back as the receiver wrote it: +00:00
+
+
+def _said(exc: psycopg.Error) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _stored(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as PostgreSQL takes it: received_at a time (None if unreadable), no NUL in any text."""
+    stored = {key: _clean(value) for key, value in row.items() if key != "message"}
+    stored["received_at"] = _timestamp(row.get("received_at"))
+    return stored
+
+
+def _timestamp(value: Any) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _clean(value: Any) -> Any:
+    """PostgreSQL's text and jsonb cannot hold U+0000, which a postback may carry: it becomes U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_clean(key): _clean(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """What the CLI and the pages get from either backend: times as the ISO text the receiver wrote."""
+    return value.isoformat() if isinstance(value, dt.datetime) else value
