@@ -44,9 +44,10 @@ def server_binaries() -> Path:
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, parent: Path | None = None) -> None:
+        """``parent``: where its folder goes (default: the temp dir); the postgres user must reach it."""
         self.bin = server_binaries()
-        self.holder = Path(tempfile.mkdtemp(prefix="mospool-pg-"))
+        self.holder = Path(tempfile.mkdtemp(prefix="mospool-pg-", dir=parent))
         self.data = self.holder / "data"
         self.socket_dir = self.holder / "run"
         self.log = self.holder / "server.log"

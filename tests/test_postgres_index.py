@@ -113,7 +113,7 @@ def test_a_claim_whose_connection_is_cut_is_read_back_not_guessed(
         index.ping()
         mine = new_id()
         proxy.arm(b"INSERT INTO records", forward=reached)
-        with caplog.at_level(logging.INFO, "mospool.index.postgres"):
+        with caplog.at_level(logging.INFO, "mospool.index"):
             owner = index.claim("SMS_MO|N401|cut-1", mine)
     finally:
         index.close()

@@ -150,10 +150,10 @@ def _summary(spool: Spool, folder: Path) -> dict[str, Any]:
 def show(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     try:
         found = spool.records.find(args.id)
-    except NotFound:
+    except NotFound as here:
         if not settings.index.shared:
             raise
-        return _elsewhere(settings, spool, args.id), 0
+        return _elsewhere(settings, spool, args.id, here), 0
     result: dict[str, Any] = {
         "id": found.id,
         "node": settings.spool.node,
@@ -169,15 +169,16 @@ def show(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[di
     return {**result, **spool.records.contents(found)}, 0
 
 
-def _elsewhere(settings: Settings, spool: Spool, wanted: str) -> dict[str, Any]:
-    """A postback this spool does not hold, as the shared index knows it: which VM holds it, and where."""
+def _elsewhere(settings: Settings, spool: Spool, wanted: str, here: NotFound) -> dict[str, Any]:
+    """A postback this spool does not hold, as the shared index knows it: which VM holds it, and where.
+    ``here``: what this spool said (none, or several), which stands unless only other VMs hold the id."""
     index = cli_index(settings, spool)
     try:
         rows = index.locate(wanted)
     finally:
         index.close()
-    if not rows:
-        raise NotFound(f"no postback with id {wanted}, nor one whose id starts with it, here or in the index")
+    if not rows or any(row["node"] == settings.spool.node for row in rows):
+        raise here
     if len({row["spool_id"] for row in rows}) > 1:
         names = ", ".join(sorted({str(row["spool_id"]) for row in rows}))
         raise NotFound(f"{wanted} is the start of several ids in the index: {names}; give more of the id")

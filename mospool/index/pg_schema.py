@@ -30,9 +30,7 @@ STEPS = (
         folder text COLLATE "C",                    -- record folder relative to that VM's spool, once filed
         {SEARCHABLE},
         claimed_at timestamptz NOT NULL DEFAULT now()
-    );
-    CREATE INDEX records_spool_id ON records (spool_id);
-    CREATE INDEX records_node_state ON records (node, state);
+    );                                              -- looked up by key only: a claim's update stays HOT
     CREATE TABLE duplicates (
         spool_id text COLLATE "C" NOT NULL,
         key text NOT NULL,

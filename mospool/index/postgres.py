@@ -1,11 +1,9 @@
 """The index in PostgreSQL, shared by every VM whose ``[index] url`` names it (psycopg 3 and its pool).
 
-Dedup across VMs rests on one unique constraint: a claim is ``INSERT … ON CONFLICT DO NOTHING RETURNING``
-on the key, so of two VMs claiming one key at once exactly one inserts; the other reads the owner (spool id
-and node). The claim row is written at once (state ``work``), then becomes ``deferred`` or ``processed`` in
-the same row, or is deleted when its postback fails. A claim is idempotent for its own spool id, so when the
-connection is lost with the outcome unknown (during the commit, say), the key is read back on a fresh
-connection: ours, another's (a duplicate), or absent (claimed again). Nothing is guessed.
+Dedup across VMs rests on one unique constraint (``mospool.index.pg_claims``): a claim is an INSERT of the
+key ON CONFLICT DO NOTHING, committed before its postback is acted on, and read back when the connection is
+lost with its outcome unknown. The claim row (state ``work``) becomes ``deferred`` or ``processed`` in the
+same row, or is deleted when its postback fails.
 
 Every row names its node; the queries by folder (pages) read only this VM's rows, ``find`` reads every VM's.
 Every psycopg error surfaces as ``IndexUnavailable``: the worker then holds postbacks until ``ping`` works,
@@ -16,19 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from mospool.config import Settings
 from mospool.index import IndexUnavailable, read_password, where
+from mospool.index.pg_claims import Claims
 from mospool.index.pg_schema import NewerSchema, migrate
 from mospool.index.reads import Reads, Row
 from mospool.index.rows import DUPLICATE_COLUMNS, MESSAGE_COLUMNS, RECORD_COLUMNS, folder_rows
@@ -39,18 +37,15 @@ logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # the worker says an 
 
 CONNECT_SECONDS = 3  # libpq's connect_timeout
 WAIT_SECONDS = 3.0  # for a connection from the pool
-RESOLVE_PAUSES = (0.2, 1.0, 2.0)  # before each read-back of a claim whose outcome is unknown
-CLAIM = (
-    "INSERT INTO records (key, spool_id, node, state) VALUES (%s, %s, %s, 'work') "
-    "ON CONFLICT (key) DO NOTHING RETURNING spool_id"
-)
-OWNER = "SELECT spool_id, node FROM records WHERE key = %s"
 
 
 def _upsert(table: str, columns: Sequence[str], key: str, guard: str = "") -> str:
-    """INSERT … ON CONFLICT DO UPDATE of every column, from the constant column lists only."""
+    """INSERT … ON CONFLICT DO UPDATE of every column, from the constant column lists only (``message`` is
+    given as JSON text)."""
     names = ", ".join(f'"{column}"' for column in columns)
-    values = ", ".join(f"%({column})s" for column in columns)
+    values = ", ".join(
+        f"%({column})s::jsonb" if column == "message" else f"%({column})s" for column in columns
+    )
     updates = ", ".join(f'"{column}" = EXCLUDED."{column}"' for column in columns)
     return (
         f"INSERT INTO {table} ({names}) VALUES ({values}) ON CONFLICT ({key}) DO UPDATE SET {updates}{guard}"  # noqa: S608
@@ -87,6 +82,7 @@ class PostgresIndex(Reads):
         self._migrated = False
         self._failing = False  # an operation failed since the pool was made: renew it once ping works
         self._pool = self._new_pool()
+        self._claims = Claims(self.node, self._connection)
 
     def _new_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -154,35 +150,7 @@ class PostgresIndex(Reads):
     # --- dedup
 
     def claim(self, key: str, spool_id: str) -> Owner:
-        try:
-            return self._claim(key, spool_id)
-        except IndexUnavailable as lost:
-            if isinstance(lost.__cause__, PoolTimeout):
-                raise  # no connection was had, so nothing was sent: the outcome is known (not claimed)
-            return self._resolve(key, spool_id, lost)
-
-    def _claim(self, key: str, spool_id: str) -> Owner:
-        with self._connection() as conn:
-            while True:  # a key released between the two statements is claimed again
-                if conn.execute(CLAIM, (key, spool_id, self.node)).fetchone():
-                    return Owner(spool_id, self.node)
-                row = conn.execute(OWNER, (key,)).fetchone()
-                if row:
-                    return Owner(str(row[0]), str(row[1]))
-
-    def _resolve(self, key: str, spool_id: str, lost: IndexUnavailable) -> Owner:
-        """The claim's outcome is unknown (the connection went mid-way): read the key back, never guess."""
-        log.warning("claim of %s for %s: outcome unknown (%s); reading it back", key, spool_id, lost)
-        for pause in RESOLVE_PAUSES:
-            time.sleep(pause)
-            try:
-                owner = self._claim(key, spool_id)  # ours (it had committed), another's, or claimed now
-            except IndexUnavailable:
-                continue
-            held = "ours" if owner.spool_id == spool_id else f"held by {owner.spool_id} on {owner.node}"
-            log.info("claim of %s for %s resolved: %s", key, spool_id, held)
-            return owner
-        raise lost
+        return self._claims.claim(key, spool_id)
 
     def release(self, keys: Sequence[str], spool_id: str) -> None:
         with self._connection() as conn:
@@ -196,7 +164,8 @@ class PostgresIndex(Reads):
     # --- filing
 
     def filed(self, folders: Sequence[Folder]) -> None:
-        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
+        """One transaction, sent as one pipeline: a round trip and a WAL flush for the whole group commit."""
+        with self._connection() as conn, conn.pipeline(), conn.transaction(), conn.cursor() as cursor:
             for record in folders:
                 self._index_folder(cursor, record)
 
@@ -207,7 +176,7 @@ class PostgresIndex(Reads):
                 cursor.executemany(sql, [_stored(row) for row in found])
         cursor.executemany(
             MESSAGE_UPSERT,
-            [{**_stored(row), "message": Jsonb(_clean(row["message"]))} for row in rows.messages],
+            [{**_stored(row), "message": _json(row["message"])} for row in rows.messages],
         )
 
     def moved(self, spool_id: str, state: str, folder: str) -> None:
@@ -280,6 +249,12 @@ def _timestamp(value: Any) -> dt.datetime | None:
         return dt.datetime.fromisoformat(str(value)) if value else None
     except ValueError:
         return None
+
+
+def _json(notice: Mapping[str, Any]) -> str:
+    """The notice as JSON text for its jsonb column (json.dumps writes U+0000 as the escape jsonb refuses)."""
+    text = json.dumps(notice, ensure_ascii=False)
+    return json.dumps(_clean(notice), ensure_ascii=False) if "\\u0000" in text else text
 
 
 def _clean(value: Any) -> Any:
