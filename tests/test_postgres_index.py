@@ -287,6 +287,10 @@ def test_find_lists_every_vm_and_each_vms_pages_only_its_own(
     assert "on the VM vm-b" in shown["elsewhere"] and shown["folder"].startswith("processed/")
     code, status = cli(config_a, "status", capsys=capsys)
     assert status["index"]["reachable"] is True and status["index"]["nodes"] == ["vm-a", "vm-b"]
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # message.json kept whole, for SQL
+        kept = conn.execute("SELECT message FROM messages WHERE spool_id = %s", (on_b[0],)).fetchone()
+    assert kept is not None
+    assert kept[0] == read_json(b.spool.record_dir(State.PROCESSED, on_b[0]) / "message.json")
 
 
 def test_reindex_rebuilds_this_vms_rows_and_leaves_the_others(

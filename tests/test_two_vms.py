@@ -9,7 +9,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -115,6 +115,13 @@ def test_the_same_notices_at_the_same_instant_on_two_vms_are_each_processed_once
         )
 
 
+def wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.2)
+
+
 def post_to_both(vms: tuple[Vm, Vm], prefix: str, total: int, statuses: list[int | None]) -> None:
     """Sinch-like senders, one keep-alive connection per VM: notice n to VM n % 2, every fifth also to the
     other (a retry whose answer was lost). Every status is kept: the receivers must answer 200 throughout."""
@@ -144,10 +151,12 @@ def test_postgresql_down_receivers_answer_workers_hold_then_file_everything_once
         code, status = vms[0].cli("status")
         assert code == 1 and status["index"]["reachable"] is False
         assert any("the index cannot be reached" in alert for alert in status["attention"])
+        wait_for(lambda: all(vm.index_up() == 0 for vm in vms))
         waiting = [vm.waiting() for vm in vms]
     finally:
         pg.start()
     wait_until_drained(list(vms))
+    wait_for(lambda: all(vm.index_up() == 1 for vm in vms))
     assert set(statuses) == {200}  # the receivers never touch PostgreSQL
     filed_once(list(vms), {f"down-{n}" for n in range(OUTAGE_TOTAL)})
     for vm in vms:

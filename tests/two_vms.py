@@ -38,6 +38,7 @@ class Vm:
             "spool": {"node": node},
             "index": {"url": index_url},
             "worker": {"rescan_seconds": 1, "concurrency": 4},
+            "monitor": {"metrics_textfile": root / "metrics.prom"},
             "logging": {"level": "WARNING"},
         }
         if hook_url:
@@ -95,6 +96,14 @@ class Vm:
             text=True,
         )
         return run.returncode, json.loads(run.stdout) if run.stdout.strip() else None
+
+    def index_up(self) -> float | None:
+        """mospool_index_up in the worker's metrics file (rewritten every 5 s)."""
+        path = self.root / "metrics.prom"
+        found = [
+            line.split()[1] for line in path.read_text().splitlines() if line.startswith("mospool_index_up ")
+        ]
+        return float(found[0]) if found else None
 
     def processed(self) -> int:
         return sum(1 for _ in (self.spool / "processed").glob("*/*/message.json"))
