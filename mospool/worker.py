@@ -250,6 +250,8 @@ class Worker:
             self.index.heartbeat()
         except IndexUnavailable as exc:
             self.watch.lost(exc)
+        except STORAGE_ERRORS as exc:  # a full disk: it only says this VM is alive, the next rescan will
+            log.warning("cannot note this worker in the index: %s", exc)
 
     def _finish(self, running: set[Future[str]]) -> int:
         deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds

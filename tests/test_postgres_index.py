@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ from mospool.store import Owner, State, new_id
 from mospool.worker import Worker
 from tests.build import LOCAL_MEDIA, publish, read_json, sms
 from tests.pg import Cluster, CuttingProxy
-from tests.servers import write_config
+from tests.servers import REPO, free_port, write_config
 
 PASSWORD = "s3cret pass, not in any config"
 
@@ -307,3 +309,40 @@ def test_reindex_rebuilds_this_vms_rows_and_leaves_the_others(
     assert (code, result["records"]) == (0, 1)
     found = a.index.find(Search())
     assert sorted((row["tracking_id"], row["node"]) for row in found) == [("a-1", "vm-a"), ("b-1", "vm-b")]
+
+
+# --- when the index cannot be reached
+
+
+def test_the_receiver_never_loads_a_postgresql_driver() -> None:
+    """A 200 means the spool holds the bytes: the receiver's process has no way to talk to PostgreSQL."""
+    probe = "import sys, app; print(sorted(name for name in sys.modules if name.startswith('psycopg')))"
+    config = Path(__file__).resolve().parent.parent / "config.ini"
+    found = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        env={**os.environ, "MOSPOOL_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.strip() == "[]"
+
+
+def test_a_worker_that_cannot_reach_the_index_holds_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    nowhere = f"postgresql://mospool@127.0.0.1:{free_port()}/mospool"  # nothing listens there
+    worker = Worker(shared(tmp_path, nowhere, "vm-a"))
+    try:
+        waiting = publish(worker.spool, sms("held-1"))
+        assert worker.drain() == 0
+        assert worker.spool.waiting_path(waiting).is_file()  # not claimed: it waits where it was
+        assert not worker.watch.up
+    finally:
+        worker.close()
+    said = [record.getMessage() for record in caplog.records if "cannot be reached" in record.getMessage()]
+    assert len(said) == 1 and "claiming stops" in said[0]
+    code, status = cli(vm_config(tmp_path, nowhere, "vm-a"), "status", capsys=capsys)
+    assert code == 1 and status["index"]["reachable"] is False
+    assert any("the index cannot be reached" in alert for alert in status["attention"])

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from mospool.config import ConfigError, Settings
 from mospool.index.reads import Row, Search
-from mospool.store import Folder, Owner
+from mospool.store import Folder, Owner, Spool
 
 
 class IndexUnavailable(Exception):
@@ -108,8 +108,6 @@ def open_index(settings: Settings, connections: int | None = None) -> Index:
 def where(settings: Settings) -> str:
     """The index's place for people: the SQLite file, or the PostgreSQL URL (which holds no password)."""
     if not settings.index.shared:
-        from mospool.store.spool import Spool
-
         return str(Spool(settings.spool.dir).index_file)
     parts = urllib.parse.urlsplit(settings.index.url)
     return urllib.parse.urlunsplit(parts._replace(query=""))

@@ -37,6 +37,7 @@ logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # the worker says an 
 
 CONNECT_SECONDS = 3  # libpq's connect_timeout
 WAIT_SECONDS = 3.0  # for a connection from the pool
+WAIT_WHILE_FAILING_SECONDS = 0.2  # once an operation failed, until ping works: the rest fail fast
 
 
 def _upsert(table: str, columns: Sequence[str], key: str, guard: str = "") -> str:
@@ -106,8 +107,9 @@ class PostgresIndex(Reads):
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        wait = WAIT_WHILE_FAILING_SECONDS if self._failing else WAIT_SECONDS
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=wait) as conn:
                 if not self._migrated:
                     self._migrate(conn)
                 yield conn
@@ -134,6 +136,7 @@ class PostgresIndex(Reads):
                     self._migrate(conn)
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
+            self._failing = True
             raise IndexUnavailable(f"the index at {self.where}: {_said(exc)}") from exc
         with self._lock:
             if self._failing:
