@@ -81,7 +81,7 @@ class PostgresIndex(Reads):
             self._options["password"] = password
         self._lock = threading.Lock()
         self._migrated = False
-        self._failing = False  # an operation failed since the pool was made: renew it once ping works
+        self._failing = False  # the last operation failed: the next ones wait little, ping renews the pool
         self._pool = self._new_pool()
         self._claims = Claims(self.node, self._connection)
 
@@ -116,6 +116,7 @@ class PostgresIndex(Reads):
         except psycopg.Error as exc:
             self._failing = True
             raise IndexUnavailable(f"the index at {self.where}: {_said(exc)}") from exc
+        self._failing = False  # it answered: the pool is fine as it is
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         try:
