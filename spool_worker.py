@@ -2,7 +2,8 @@
 
 `python spool_worker.py [--config PATH] [--once]` files every spooled postback under processed/, failed/ or
 duplicates/. Without --once it keeps watching incoming/ until SIGTERM/SIGINT (systemd restarts it if it dies);
-with --once it processes everything waiting, and every retry that is due, then exits 0.
+with --once it processes everything waiting, and every retry that is due, then exits 0 (1 when a shared
+index could not be reached, so postbacks were left waiting).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mospool.store import SpoolError
 from mospool.worker import Worker
 
 log = logging.getLogger("mospool.spool_worker")
+EXIT_INDEX_UNREACHABLE = 1  # --once: the shared index could not be reached, so nothing could be claimed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         handled = worker.drain()
         log.info("--once: handled %s", counted(handled, "postback"))
         worker.close()
+        if not worker.watch.up:
+            log.error("--once: the index cannot be reached; what waits was left in the spool")
+            return EXIT_INDEX_UNREACHABLE
         return 0
 
     def stop(signum: int, _frame: object) -> None:

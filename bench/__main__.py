@@ -6,10 +6,10 @@ import argparse
 import os
 import platform
 
-from bench import forward_bench, neighbour_bench, pages_bench, receiver_bench, worker_bench
+from bench import forward_bench, index_bench, neighbour_bench, pages_bench, receiver_bench, worker_bench
 from bench.filesystem import fresh_ext4
 
-PARTS = ("receiver", "worker", "media", "webhooks", "scale", "pages", "neighbour")
+PARTS = ("receiver", "worker", "media", "webhooks", "scale", "pages", "neighbour", "index")
 Row = tuple[str, float, float, float | None, str]
 
 
@@ -67,6 +67,8 @@ def run(scale: int, quick: bool, parts: tuple[str, ...] | list[str]) -> None:
         run_pages(scale)
     if "neighbour" in parts:
         run_neighbour(3_000 // scale)
+    if "index" in parts:
+        run_index(10_000 // scale, rounds=1 if scale > 1 else 2)
 
 
 def run_neighbour(count: int) -> None:
@@ -82,6 +84,21 @@ def run_neighbour(count: int) -> None:
             f" filer {filer:.0f}/s, ratio {worker / filer:.2f}"
             + (" (target >= 1.0)" if side == "shared" else "")
         )
+
+
+def run_index(count: int, rounds: int) -> None:
+    found = index_bench.bench_index(count, rounds)
+    shared, alone = found["postgresql"], found["sqlite"]
+    print()
+    print(
+        f"worker --once, {count} without media: {shared:.1f} postbacks/s with the index in PostgreSQL,"
+        f" {alone:.1f} with SQLite in the spool: ratio {shared / alone:.2f} (target >= 0.8)"
+    )
+    print(
+        f"claim latency, {count} claims from 16 threads: PostgreSQL p50 {found['postgresql_claim_p50_ms']:.2f} ms,"
+        f" p99 {found['postgresql_claim_p99_ms']:.2f} ms; SQLite p50 {found['sqlite_claim_p50_ms']:.3f} ms,"
+        f" p99 {found['sqlite_claim_p99_ms']:.3f} ms"
+    )
 
 
 def run_pages(scale: int) -> None:

@@ -22,24 +22,37 @@ SIZE_BYTES = 8 * 2**30  # sparse: only what the benchmarks write takes space
 HOST_TMP = tempfile.gettempdir()  # where the images go: never inside another fresh filesystem
 
 
+def can_mount() -> bool:
+    return bool(shutil.which("mkfs.ext4") and shutil.which("mount")) and os.geteuid() == 0
+
+
 @contextmanager
 def fresh_ext4() -> Iterator[str]:
     """Mount a new journaled ext4 and yield a description; falls back to the default temp dir without root."""
-    if not (shutil.which("mkfs.ext4") and shutil.which("mount")) or os.geteuid() != 0:
+    if not can_mount():
         yield f"{tempfile.gettempdir()} (not root: no fresh filesystem)"
         return
-    with tempfile.TemporaryDirectory(prefix="mospool-bench-", dir=HOST_TMP) as holder:
+    with mounted_ext4() as mount_point:
+        previous, tempfile.tempdir = tempfile.tempdir, str(mount_point)
+        try:
+            yield f"fresh ext4 with a journal on a loop device ({mount_point})"
+        finally:
+            tempfile.tempdir = previous
+
+
+@contextmanager
+def mounted_ext4(prefix: str = "mospool-bench-") -> Iterator[Path]:
+    """A new journaled ext4 on a loop device, mounted for the duration; yields its mount point (root only)."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=HOST_TMP) as holder:
         image, mount_point = Path(holder) / "ext4.img", Path(holder) / "fs"
         mount_point.mkdir()
         with image.open("wb") as handle:
             handle.truncate(SIZE_BYTES)
         subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
         subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)], check=True)
-        previous, tempfile.tempdir = tempfile.tempdir, str(mount_point)
         try:
-            yield f"fresh ext4 with a journal on a loop device ({mount_point})"
+            yield mount_point
         finally:
-            tempfile.tempdir = previous
             unmount(mount_point)
 
 

@@ -3,10 +3,50 @@
 # Idempotent: run it again after `git pull` to upgrade. It never overwrites /etc/mo-spool/config.ini (built
 # once from deploy/config.ini, never from the checkout's config.ini) nor an nginx file the operator edited.
 # `deploy/install.sh --dry-run` prints every step without running anything.
+#
+# A VM sharing its index with others (docs/two-vms.md):
+#   deploy/install.sh --index-url postgresql://mospool@db.internal/mospool?sslmode=verify-full \
+#                     --index-password-file /root/mospool-db-password [--node vm-a]
+# sets [index] url, password_file and [spool] node (default: the short host name) in config.ini, and copies
+# the password to /etc/mo-spool/index-password (root:mospool, 0640, in a folder only root and mospool enter).
+# The password is never on a command line, in config.ini or in this script's output.
 set -euo pipefail
 
+usage() {
+    echo "usage: install.sh [--dry-run] [--index-url URL [--index-password-file FILE]] [--node NAME]" >&2
+    exit 2
+}
 DRY_RUN=0
-[ "${1:-}" = "--dry-run" ] && DRY_RUN=1
+INDEX_URL=""
+PASSWORD_FILE=""
+NODE=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) DRY_RUN=1 ;;
+        --index-url) [ $# -ge 2 ] || usage; INDEX_URL=$2; shift ;;
+        --index-password-file) [ $# -ge 2 ] || usage; PASSWORD_FILE=$2; shift ;;
+        --node) [ $# -ge 2 ] || usage; NODE=$2; shift ;;
+        *) usage ;;
+    esac
+    shift
+done
+if [ -n "$PASSWORD_FILE" ] && [ -z "$INDEX_URL" ]; then
+    echo "install.sh: --index-password-file goes with --index-url" >&2
+    exit 2
+fi
+case "$INDEX_URL" in
+    ""|postgresql://*|postgres://*) ;;
+    *) echo "install.sh: --index-url must be a postgresql:// URL" >&2; exit 2 ;;
+esac
+case "$INDEX_URL" in
+    *://*:*@*|*password=*)
+        echo "install.sh: the URL must not hold the password: give it in --index-password-file" >&2
+        exit 2 ;;
+esac
+if [ -n "$PASSWORD_FILE" ] && [ ! -r "$PASSWORD_FILE" ]; then
+    echo "install.sh: cannot read $PASSWORD_FILE" >&2
+    exit 2
+fi
 
 SOURCE=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=/opt/mo-spool
@@ -69,6 +109,21 @@ else
     run install -m 0640 -o root -g mospool "$APP/deploy/config.ini" "$ETC/config.ini"
 fi
 
+# 4b. A shared index (given on the command line, so set even in a kept config.ini): the URL, this VM's node
+#     name, and the password copied under umask 077 into the folder only root and mospool may enter.
+if [ -n "$INDEX_URL" ]; then
+    SET_KEY=("$VENV/bin/python" "$APP/deploy/config_set.py" "$ETC/config.ini")
+    run "${SET_KEY[@]}" index url "$INDEX_URL"
+    run "${SET_KEY[@]}" spool node "${NODE:-$(hostname -s)}"
+    if [ -n "$PASSWORD_FILE" ]; then
+        (umask 077 && run install -m 0640 -o root -g mospool "$PASSWORD_FILE" "$ETC/index-password")
+        run "${SET_KEY[@]}" index password_file "$ETC/index-password"
+        echo "# the password is in $ETC/index-password now; you may delete $PASSWORD_FILE"
+    fi
+elif [ -n "$NODE" ]; then
+    run "$VENV/bin/python" "$APP/deploy/config_set.py" "$ETC/config.ini" spool node "$NODE"
+fi
+
 # 5. TLS: nginx will not start without a certificate, and certbot needs nginx running to answer the ACME
 #    challenge, so a self-signed placeholder goes in first (never replacing what is there: the operator's).
 TLS=$ETC/tls
@@ -123,6 +178,8 @@ mo-spool is installed. What is left for you:
      systemctl reload mo-spool-receiver
   4. Give Sinch the postback URL: https://<your host>/postback/<token>
      (or https://<your host>/postback without a token).
+  5. A second VM (docs/two-vms.md): run this script on each VM with --index-url and
+     --index-password-file, put both behind a load balancer checking /healthz, and give Sinch its URL.
   Check it: curl -sk https://localhost/healthz
             sudo -u mospool mospool status      (mospool reads $ETC/config.ini)
 EOF

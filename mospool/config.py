@@ -8,6 +8,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import Any
 from mospool.values import (
     Network,
     boolean,
+    index_url,
     log_level,
     networks,
+    node_name,
     non_negative_int,
     positive_float,
     positive_int,
@@ -40,10 +43,28 @@ class ConfigError(ValueError):
     """A setting is missing, unknown or malformed; the message names it."""
 
 
+def host_name() -> str:
+    """[spool] node when config.ini leaves it empty: the machine's host name, as a node name."""
+    return node_name(socket.gethostname().split(".")[0])
+
+
 @dataclass(frozen=True)
 class SpoolSettings:
     dir: Path
     tmp_grace_seconds: int = 3600
+    node: str = dataclasses.field(default_factory=host_name)  # this VM's name, on every index row
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Where the record index lives: empty url, SQLite in the spool; a postgresql:// URL, shared by VMs."""
+
+    url: str = ""
+    password_file: Path | None = None  # the PostgreSQL password, never in config.ini itself
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.url)
 
 
 @dataclass(frozen=True)
@@ -116,6 +137,7 @@ class Section:
 @dataclass(frozen=True)
 class Settings:
     spool: SpoolSettings
+    index: IndexSettings = IndexSettings()
     receiver: ReceiverSettings = ReceiverSettings()
     worker: WorkerSettings = WorkerSettings()
     media: MediaSettings = MediaSettings()
@@ -140,7 +162,8 @@ class Settings:
 
 
 CORE_SECTIONS = (
-    Section("spool", SpoolSettings, {"dir": str, "tmp_grace_seconds": positive_int}),
+    Section("spool", SpoolSettings, {"dir": str, "tmp_grace_seconds": positive_int, "node": node_name}),
+    Section("index", IndexSettings, {"url": index_url, "password_file": str}, secret_keys=frozenset({"url"})),
     Section(
         "receiver",
         ReceiverSettings,
@@ -274,13 +297,22 @@ def _build(
 ) -> Settings:
     spool = dict(values.pop("spool"))
     spool["dir"] = (base / spool["dir"]).resolve()
+    if not spool.get("node", True):
+        spool.pop("node")  # empty: the host name
+    index = dict(values.pop("index", {}))
+    if index.get("password_file"):
+        index["password_file"] = (base / index["password_file"]).resolve()
+    else:
+        index.pop("password_file", None)
     monitor = dict(values.pop("monitor", {}))
     if monitor.get("metrics_textfile"):
         monitor["metrics_textfile"] = (base / monitor["metrics_textfile"]).resolve()
     else:
         monitor.pop("metrics_textfile", None)
     built = {
-        name: section.settings(**values.get(name, {})) for name, section in known.items() if name != "spool"
+        name: section.settings(**values.get(name, {}))
+        for name, section in known.items()
+        if name not in ("spool", "index")
     }
     for name, section in known.items():
         problem = section.check(built[name]) if section.check and name in built else None
@@ -288,6 +320,7 @@ def _build(
             raise ConfigError(f"{path}: {problem}")
     return Settings(
         spool=SpoolSettings(**spool),
+        index=IndexSettings(**index),
         receiver=built["receiver"],
         worker=built["worker"],
         media=built["media"],

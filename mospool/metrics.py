@@ -51,6 +51,11 @@ class Metrics:
         self.oldest = Gauge(
             "mospool_backlog_oldest_seconds", "Age of the oldest waiting postback", registry=self.registry
         )
+        self.index_up = Gauge(
+            "mospool_index_up",
+            "1 while the worker reaches the index and claims postbacks, 0 while it holds them in the spool",
+            registry=self.registry,
+        )
         self._extra: dict[str, Any] = {}
         self._lock = threading.Lock()
 

@@ -21,7 +21,7 @@ from mospool.filer import Done, Filer
 from mospool.index import STORAGE_ERRORS, Index
 from mospool.metrics import Metrics
 from mospool.parse import Parsed, ParseError, parse_postback
-from mospool.store import CorruptPostback, Filing, Media, Postback, Spool, State, record
+from mospool.store import CorruptPostback, Filing, Media, Owner, Postback, Spool, State, record
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class Processor:
         self.filer = filer
         self.metrics = metrics
         self.policy = retry.Policy.of(settings.media)
+        self.node = settings.spool.node
 
     def handle(self, claimed: Claimed) -> str:
         """The outcome: processed, duplicate, failed, deferred or already filed. Storage errors propagate."""
@@ -107,10 +108,12 @@ class Processor:
         claimed.keys = [record.dedup_key(r, sha, n) for n, r in enumerate(claimed.parsed.records, 1)]
         received_at = claimed.postback.meta["received_at"]
         owners = [self.index.claim(key, claimed.id) for key in claimed.keys]
-        if all(owner != claimed.id for owner in owners):
+        if all(owner.spool_id != claimed.id for owner in owners):
             return self._file_duplicate(claimed, owners[0])
         fetched = self._fetch_media(claimed, owners)
-        messages = record.messages(claimed.id, received_at, claimed.parsed, claimed.keys, owners, fetched)
+        messages = record.messages(
+            claimed.id, received_at, claimed.parsed, claimed.keys, owners, fetched, self.node
+        )
         self._publish(claimed, self._filing(claimed, State.PROCESSED, messages=messages))
         return "processed"
 
@@ -139,7 +142,7 @@ class Processor:
 
     # --- media
 
-    def _fetch_media(self, claimed: Claimed, owners: Sequence[str]) -> list[Media | None]:
+    def _fetch_media(self, claimed: Claimed, owners: Sequence[Owner]) -> list[Media | None]:
         """The parts of every new MMS notice (None for the others); raises Deferred or Failed when a part is
         missing."""
         assert claimed.parsed is not None
@@ -147,7 +150,7 @@ class Processor:
         wanted = [
             n
             for n, (notice, owner) in enumerate(zip(records, owners, strict=True))
-            if notice.kind == "mms_mo" and owner == claimed.id and notice.media_urls
+            if notice.kind == "mms_mo" and owner.spool_id == claimed.id and notice.media_urls
         ]
         urls = [url for n in wanted for url in records[n].media_urls]
         fetched: list[Media | None] = [None] * len(records)
@@ -200,12 +203,14 @@ class Processor:
     def _publish(self, claimed: Claimed, filing: Filing) -> None:
         self.filer.file(filing, claimed.build, claimed.work_file, claimed.done)
 
-    def _file_duplicate(self, claimed: Claimed, original: str) -> str:
+    def _file_duplicate(self, claimed: Claimed, original: Owner) -> str:
         assert claimed.postback is not None
         note = {
             "spool_id": claimed.id,
+            "node": self.node,
             "received_at": claimed.postback.meta["received_at"],
-            "duplicate_of": original,
+            "duplicate_of": original.spool_id,
+            "duplicate_of_node": original.node,
             "key": claimed.keys[0],
             "notices": record.summaries(claimed.parsed),
         }

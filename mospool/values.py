@@ -105,3 +105,23 @@ def time_zone(raw: str) -> str:
             "(from the system's tzdata)"
         ) from None
     return raw
+
+
+def node_name(raw: str) -> str:
+    """A VM's name on the index's rows: empty (the host name), or letters, digits, '-', '_' and '.'."""
+    if len(raw) > 63 or not all(c.isalnum() or c in "-_." for c in raw):
+        raise ValueError("must be at most 63 letters, digits, '-', '_' or '.' (empty: the host name)")
+    return raw
+
+
+def index_url(raw: str) -> str:
+    """Empty (SQLite in the spool), or a postgresql:// URL without a password (that goes in password_file)."""
+    if not raw:
+        return raw
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("must be empty (SQLite in the spool) or a postgresql:// URL")
+    query = urllib.parse.parse_qs(parts.query)
+    if parts.password is not None or "password" in query:
+        raise ValueError("must not hold a password: put it in [index] password_file (mode 0640)")
+    return raw

@@ -26,7 +26,8 @@ from mospool import media, retry
 from mospool.config import Settings
 from mospool.english import counted
 from mospool.filer import Filer, Output
-from mospool.index import STORAGE_ERRORS, Index, IndexStage
+from mospool.index import STORAGE_ERRORS, IndexStage, IndexUnavailable, open_index, where
+from mospool.index.watch import Watch
 from mospool.metrics import Metrics
 from mospool.outputs import Context, build_outputs
 from mospool.process import Claimed, Processor
@@ -55,8 +56,10 @@ class Worker:
         self.settings = settings
         self.spool = Spool(settings.spool.dir)
         self.spool.create()
-        self.index = Index(self.spool.root)
         self.metrics = Metrics(settings.monitor.metrics_textfile)
+        self.index = open_index(settings)
+        self.watch = Watch(self.index, self.metrics, where(settings))
+        self.watch.check_at_start()
         self.media = media.Fetcher(settings.media)  # shared by every postback thread: one download pool
         if outputs is None:
             outputs = build_outputs(Context(settings, self.spool, self.index, self.metrics))
@@ -92,7 +95,7 @@ class Worker:
         handled = 0
         self._released.clear()
         with ThreadPoolExecutor(self.settings.worker.concurrency) as pool:
-            while batch := self.next_batch():
+            while self.watch.up and (batch := self.next_batch()):
                 handled += sum(1 for _ in pool.map(self.process, batch))
         self.filer.flush()
         self.filer.tick()
@@ -106,7 +109,10 @@ class Worker:
         self.metrics.write()
 
     def next_batch(self) -> list[Path]:
-        """The oldest waiting files not already in flight, then the deferred folders that are due."""
+        """The oldest waiting files not already in flight, then the deferred folders that are due; nothing
+        while the index cannot be reached (they wait where they are)."""
+        if not self.watch.up:
+            return []
         with self._lock:
             busy = self._in_flight | self._released
         ids = (name for name in self.spool.waiting_ids() if name not in busy)
@@ -129,6 +135,8 @@ class Worker:
         with self._lock:
             if postback_id in self._in_flight or postback_id in self._released:
                 return "busy"  # released after a storage error: the next rescan tries it, not its own event
+            if not self.watch.up:
+                return "held"  # the index cannot be reached: not claimed, it waits where it is
             self._in_flight.add(postback_id)
         started = time.monotonic()
         try:
@@ -158,10 +166,18 @@ class Worker:
             self._log(claimed, OUTCOMES[state], started)
 
     def _release(self, claimed: Claimed, error: BaseException) -> None:
-        """Put the postback back in incoming/, wherever a failed step left its file."""
-        log.error(
-            "postback %s: storage error, back to %s/ for a later pass: %s", claimed.id, State.INCOMING, error
-        )
+        """Put the postback back in incoming/, wherever a failed step left its file: the disk, or the index
+        gone (said once for the outage; each postback goes back quietly), is not the postback's fault."""
+        if isinstance(error, IndexUnavailable):
+            self.watch.lost(error)
+            log.info("postback %s: back to %s/ until the index answers", claimed.id, State.INCOMING)
+        else:
+            log.error(
+                "postback %s: storage error, back to %s/ for a later pass: %s",
+                claimed.id,
+                State.INCOMING,
+                error,
+            )
         with self._lock:
             self._released.add(claimed.id)
         for candidate in (claimed.work_file, claimed.build / claimed.work_file.name):
@@ -218,6 +234,12 @@ class Worker:
             if not observer.is_alive():
                 log.critical("the inotify observer thread died; exiting so systemd restarts the worker")
                 return EXIT_OBSERVER_DIED
+            if self.watch.probe():
+                next_scan = 0.0  # back: take everything that waited
+            if not self.watch.up:
+                _forget(hints)  # a rescan finds them once the index is back
+                time.sleep(0.2)
+                continue
             running = {future for future in running if not future.done()}
             if hints.empty() and (time.monotonic() >= next_scan or (backlog and not running)):
                 if time.monotonic() >= next_scan:
@@ -261,6 +283,12 @@ class Worker:
         removed = self.spool.clean_tmp(self.settings.spool.tmp_grace_seconds)
         if removed:
             log.info("removed %s", counted(removed, "stale tmp file"))
+        try:
+            self.index.heartbeat()
+        except IndexUnavailable as exc:
+            self.watch.lost(exc)
+        except STORAGE_ERRORS as exc:  # a full disk: it only says this VM is alive, the next rescan will
+            log.warning("cannot note this worker in the index: %s", exc)
 
     def _finish(self, running: set[Future[str]]) -> int:
         deadline = self._stop_deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds
@@ -274,6 +302,11 @@ class Worker:
                 State.INCOMING,
             )
         return 0
+
+
+def _forget(hints: queue.SimpleQueue[Path]) -> None:
+    while not hints.empty():
+        hints.get_nowait()
 
 
 class _Hints(FileSystemEventHandler):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,3 +110,9 @@ def read_json(path: Path) -> dict[str, Any]:
     value = json.loads(path.read_bytes())
     assert isinstance(value, dict)
     return value
+
+
+def notice_id(dedup_key: str) -> str:
+    """The webhook-id of a processed notice as docs/consuming.md defines it: msg_ and 32 hex digits of the
+    SHA-256 of its dedup key (written out here, not taken from the code under test)."""
+    return "msg_" + hashlib.sha256(dedup_key.encode()).hexdigest()[:32]

@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 
 import mospool.outputs  # noqa: F401 (each output registers its config.ini section)
-from mospool.config import Settings
+from mospool.config import IndexSettings, Settings
 from mospool.filer import Output
 from mospool.store import Spool
 from mospool.worker import Worker
 from tests.build import LOCAL_MEDIA
 from tests.origin import Origin
+from tests.pg import Cluster
 from tests.webhook_app import App
 
 
@@ -62,3 +63,46 @@ def make_worker(tmp_path: Path) -> Callable[..., Worker]:
 @pytest.fixture
 def worker(make_worker: Callable[..., Worker]) -> Worker:
     return make_worker()
+
+
+# --- the index's two backends
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL cluster for the whole run (tests/pg.py), started by the first test that asks."""
+    cluster = Cluster().init()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def pg(pg_cluster: Cluster) -> Iterator[Cluster]:
+    """The cluster, running again after the test whatever it stopped."""
+    yield pg_cluster
+    if not pg_cluster.running():
+        pg_cluster.start()
+
+
+@pytest.fixture
+def pg_url(pg: Cluster) -> Iterator[str]:
+    """An index URL on a fresh, empty schema of the test cluster."""
+    url = pg.schema()
+    yield url
+    pg.drop_schema(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index_settings(request: pytest.FixtureRequest) -> IndexSettings:
+    """Each backend in turn: SQLite in the spool, then a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return IndexSettings()
+    return IndexSettings(url=request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def indexed_worker(make_worker: Callable[..., Worker], index_settings: IndexSettings) -> Iterator[Worker]:
+    """The worker fixture on each backend of the index in turn."""
+    worker = make_worker(index=index_settings)
+    yield worker
+    worker.close()

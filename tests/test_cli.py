@@ -9,17 +9,20 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mospool.cli import main
+from mospool.config import IndexSettings, load_settings
 from mospool.store import Spool
 from tests.build import mms, publish
 from tests.origin import Origin, Reply
+from tests.pg import Cluster
 from tests.servers import REPO, Gunicorn, write_config
 
 # All but one test read a spool that gunicorn and the worker process built, or start them.
@@ -56,12 +59,40 @@ def run_worker(config: Path) -> None:
     )
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> Callable[[], dict[str, dict[str, str]]]:
+    """The index's backend of this round of the module: each call gives a fresh index's config section."""
+    if request.param == "sqlite":
+        return dict
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    return lambda: {"index": {"url": cluster.schema()}}
+
+
+def copied(
+    built: Path,
+    tmp_path: Path,
+    backend: Callable[[], dict[str, dict[str, str]]],
+    capsys: pytest.CaptureFixture[str],
+    **more: Any,
+) -> Path:
+    """A copy of the built spool with a config of its own (a fresh shared index, filled by reindex)."""
+    copy = tmp_path / "spool"
+    shutil.copytree(built.parent / "spool", copy)
+    config = write_config(tmp_path / "config.ini", copy, {**backend(), **more})
+    assert main(["--config", str(config), "reindex"]) == 0
+    capsys.readouterr()
+    return config
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def built(
+    tmp_path_factory: pytest.TempPathFactory, backend: Callable[[], dict[str, dict[str, str]]]
+) -> Iterator[Path]:
     """A spool filled by posting through gunicorn, then drained by `spool_worker.py --once`."""
     root = tmp_path_factory.mktemp("cli")
     metrics = root / "mospool.prom"
-    config = write_config(root / "config.ini", root / "spool", {"monitor": {"metrics_textfile": metrics}})
+    sections = {"monitor": {"metrics_textfile": str(metrics)}, **backend()}
+    config = write_config(root / "config.ini", root / "spool", sections)
     server = Gunicorn(config).start()
     try:
         for body, content_type in [*POSTBACKS, DUPLICATE]:
@@ -200,7 +231,13 @@ def test_reindex_reproduces_the_index(
     built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, before = cli(built, "find", capsys=capsys)
-    os.unlink(built.parent / "spool" / "index.sqlite3")
+    settings = load_settings(built)
+    if settings.index.shared:  # the index is lost: this VM's rows are gone
+        with psycopg.connect(settings.index.url, autocommit=True) as conn:
+            for table in ("records", "duplicates", "messages"):
+                conn.execute(f"DELETE FROM {table}")
+    else:
+        os.unlink(built.parent / "spool" / "index.sqlite3")
     code, result = cli(built, "reindex", capsys=capsys)
     assert (code, result) == (0, {"spool": str(built.parent / "spool"), "records": 4})
     _, after = cli(built, "find", capsys=capsys)
@@ -208,9 +245,10 @@ def test_reindex_reproduces_the_index(
 
 
 def test_retry_puts_a_failed_postback_back_through(
-    spool: Spool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    spool: Spool, tmp_path: Path, capsys: pytest.CaptureFixture[str], index_settings: IndexSettings
 ) -> None:
-    config = write_config(tmp_path / "config.ini", spool.root)
+    shared = {"index": {"url": index_settings.url}} if index_settings.shared else {}
+    config = write_config(tmp_path / "config.ini", spool.root, shared)
     publish(spool, b"<oops", "text/xml")
     run_worker(config)
     _, failed = cli(config, "list", "failed", capsys=capsys)
@@ -228,11 +266,13 @@ def test_retry_puts_a_failed_postback_back_through(
 
 
 def test_purge_dry_run_then_purge_removes_exactly_the_old_folders(
-    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    built: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    backend: Callable[[], dict[str, dict[str, str]]],
 ) -> None:
+    config = copied(built, tmp_path, backend, capsys)
     copy = tmp_path / "spool"
-    shutil.copytree(built.parent / "spool", copy)
-    config = write_config(tmp_path / "config.ini", copy)
     old_day = copy / "processed" / "2001-01-01"
     (copy / "processed").joinpath(dt.date.today().isoformat()).rename(old_day)
     cli(config, "reindex", capsys=capsys)
@@ -252,11 +292,13 @@ def test_purge_dry_run_then_purge_removes_exactly_the_old_folders(
 
 
 def test_purge_older_than_zero_means_before_today_not_the_default(
-    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    built: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    backend: Callable[[], dict[str, dict[str, str]]],
 ) -> None:
+    config = copied(built, tmp_path, backend, capsys)  # [retention] duplicates_days = 30 by default
     copy = tmp_path / "spool"
-    shutil.copytree(built.parent / "spool", copy)
-    config = write_config(tmp_path / "config.ini", copy)  # [retention] duplicates_days = 30 by default
     ten_days_ago = (dt.date.today() - dt.timedelta(days=10)).isoformat()
     (copy / "duplicates" / dt.date.today().isoformat()).rename(copy / "duplicates" / ten_days_ago)
     _, default = cli(config, "purge", "--state", "duplicates", "--dry-run", capsys=capsys)
@@ -424,11 +466,13 @@ def test_list_deferred_shows_the_next_try_and_why(
 
 
 def test_dismiss_moves_a_failed_record_whole_out_of_the_alert(
-    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    built: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    backend: Callable[[], dict[str, dict[str, str]]],
 ) -> None:
+    config = copied(built, tmp_path, backend, capsys)
     copy = tmp_path / "spool"
-    shutil.copytree(built.parent / "spool", copy)
-    config = write_config(tmp_path / "config.ini", copy)
     (failed,) = copy.glob("failed/*/*/")  # the record folder, not the day's pages
     files = sorted(str(p.relative_to(failed)) for p in failed.rglob("*"))
     code, dismissed = cli(config, "dismiss", failed.name[:-2], capsys=capsys)
@@ -451,11 +495,13 @@ def test_dismiss_moves_a_failed_record_whole_out_of_the_alert(
 
 
 def test_purge_removes_dismissed_records_after_failed_days(
-    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    built: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    backend: Callable[[], dict[str, dict[str, str]]],
 ) -> None:
+    config = copied(built, tmp_path, backend, capsys, retention={"failed_days": "5"})
     copy = tmp_path / "spool"
-    shutil.copytree(built.parent / "spool", copy)
-    config = write_config(tmp_path / "config.ini", copy, {"retention": {"failed_days": 5}})
     (failed,) = copy.glob("failed/*/*/")  # the record folder, not the day's pages
     cli(config, "dismiss", failed.name, capsys=capsys)
     six_days_ago = (dt.date.today() - dt.timedelta(days=6)).isoformat()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import os
+import socket
 import subprocess
 import sys
 import tomllib
@@ -84,11 +85,26 @@ def test_relative_spool_is_relative_to_the_config_file(tmp_path: Path) -> None:
         ("[receiver]\ntoken = a/b", r"\[receiver\] token"),
         ("[media]\nallow_private_networks = maybe", r"\[media\] allow_private_networks"),
         ("[worker]\nconcurrency = 0", r"\[worker\] concurrency .*at least 1"),
+        ("node = vm a", r"\[spool\] node = 'vm a': must be at most 63 letters"),
+        ("[index]\nurl = mysql://db/mospool", r"\[index\] url = \(hidden\): must be empty .* postgresql://"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(write(tmp_path, text))
+
+
+def test_the_node_is_the_host_name_unless_set_and_the_password_file_is_relative_to_the_config(
+    tmp_path: Path,
+) -> None:
+    default = load_settings(write(tmp_path, "node =\n[index]\nurl =\npassword_file ="))
+    assert default.spool.node == socket.gethostname().split(".")[0]
+    assert (default.index.url, default.index.password_file, default.index.shared) == ("", None, False)
+    shared = load_settings(
+        write(tmp_path, "node = vm-b\n[index]\nurl = postgresql://mospool@db/mospool\npassword_file = pw")
+    )
+    assert (shared.spool.node, shared.index.shared) == ("vm-b", True)
+    assert shared.index.password_file == tmp_path / "pw"
 
 
 def test_missing_spool_dir_and_missing_file(tmp_path: Path) -> None:

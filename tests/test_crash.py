@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from mospool.index import Index
+from mospool.config import Settings
 from mospool.store import Spool
+from tests import index_db
 from tests.disk import fill, small_tmpfs
 from tests.origin import Origin, Reply
 from tests.servers import REPO, Gunicorn, KeepAlive, free_port, write_config
@@ -251,17 +252,14 @@ def check_no_partial_files(spool: Spool) -> None:
 
 
 def check_index(spool: Spool, processed: dict[str, Path], duplicates: list[Path]) -> None:
-    index = Index(spool.root)
-    try:
-        rows = index.query("SELECT tracking_id, spool_id, state FROM records")
-        assert {(row["tracking_id"], row["spool_id"]) for row in rows} == {
-            (tracking, folder.name) for tracking, folder in processed.items()
-        }
-        assert {row["state"] for row in rows} == {"processed"}
-        noted = {row["spool_id"] for row in index.query("SELECT spool_id FROM duplicates")}
-        assert noted == {path.parent.name for path in duplicates}
-    finally:
-        index.close()
+    settings = Settings.for_spool(spool.root)
+    rows = index_db.rows(settings, "SELECT tracking_id, spool_id, state FROM records")
+    assert {(tracking, spool_id) for tracking, spool_id, _ in rows} == {
+        (tracking, folder.name) for tracking, folder in processed.items()
+    }
+    assert {state for _, _, state in rows} == {"processed"}
+    noted = {spool_id for (spool_id,) in index_db.rows(settings, "SELECT spool_id FROM duplicates")}
+    assert noted == {path.parent.name for path in duplicates}
 
 
 def test_full_disk_mid_run_answers_503_and_loses_nothing(

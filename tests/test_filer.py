@@ -13,6 +13,7 @@ from mospool.filer import Batch
 from mospool.outputs import BaseOutput
 from mospool.store import SUFFIX, Folder, Spool, State
 from mospool.worker import Worker
+from tests import index_db
 from tests.build import publish, read_json, sms
 
 
@@ -75,8 +76,8 @@ def test_a_thread_hands_its_record_in_and_goes_on_while_a_commit_runs(
         assert (folder / "derived.txt").read_bytes() == postback_id.encode()
         assert read_json(folder / "message.json")["spool_id"] == postback_id
     assert list(worker.spool.work.iterdir()) == []
-    rows = worker.index.query("SELECT spool_id FROM messages WHERE state = 'processed'")
-    assert sorted(row["spool_id"] for row in rows) == sorted([first, *ids])
+    rows = index_db.rows(worker.settings, "SELECT spool_id FROM messages WHERE state = 'processed'")
+    assert sorted(row[0] for row in rows) == sorted([first, *ids])
 
 
 class FailingCommit(Outputs):

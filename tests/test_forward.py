@@ -15,14 +15,14 @@ import pytest
 
 from mospool.cli import main as cli_main
 from mospool.config import Settings, replace
-from mospool.index import Index
+from mospool.index import open_index
 from mospool.metrics import Metrics
 from mospool.outputs import Context, build_outputs, webhooks
 from mospool.outputs.delivery import Delivery
 from mospool.outputs.webhooks import ForwardSettings, Webhooks
 from mospool.store import Entry, Outbox, Spool
 from mospool.worker import Worker
-from tests.build import BATCH, JPEG, LOCAL_MEDIA, SMS_MO, STATUS_XML, mms, publish, read_json, sms
+from tests.build import BATCH, JPEG, LOCAL_MEDIA, SMS_MO, STATUS_XML, mms, notice_id, publish, read_json, sms
 from tests.origin import Origin
 from tests.origin import Reply as MediaReply
 from tests.servers import free_port, write_config
@@ -55,6 +55,10 @@ class Rig:
     def message(self, postback_id: str, name: str = "message.json") -> dict[str, Any]:
         return read_json(self.spool.record_dir("processed", postback_id) / name)
 
+    def hook_id(self, postback_id: str, name: str = "message.json") -> str:
+        """The webhook-id of a processed notice: from its dedup key."""
+        return notice_id(self.message(postback_id, name)["dedup_key"])
+
 
 def rig(tmp_path: Path, url: str, metrics: Metrics | None = None, **changes: Any) -> Rig:
     settings = Settings.for_spool(
@@ -85,12 +89,12 @@ def test_every_processed_notice_is_posted_signed_with_its_record(app: App, tmp_p
     assert r.delivery.deliver_due() == {"delivered": 5}
     delivered = app.delivered()
     assert all(item.verified for item in app.received)  # Webhook.verify of the standardwebhooks library
-    assert sorted(delivered) == sorted(
-        [f"msg_{sms}_001", f"msg_{status}_001", *(f"msg_{batch}_{n:03d}" for n in (1, 2, 3))]
-    )
-    assert delivered[f"msg_{sms}_001"].payload == {**r.message(sms), "state": "processed"}
+    batch_ids = [r.hook_id(batch, f"message-{n:03d}.json") for n in (1, 2, 3)]
+    assert sorted(delivered) == sorted([r.hook_id(sms), r.hook_id(status), *batch_ids])
+    assert r.hook_id(sms) == notice_id("SMS_MO|N401|sms-1")
+    assert delivered[r.hook_id(sms)].payload == {**r.message(sms), "state": "processed"}
     for n in (1, 2, 3):
-        payload = delivered[f"msg_{batch}_{n:03d}"].payload
+        payload = delivered[batch_ids[n - 1]].payload
         assert payload == {**r.message(batch, f"message-{n:03d}.json"), "state": "processed"}
         assert payload["tracking_id"] == f"batch-{n}"
     assert r.outbox.count(r.outbox.pending) == 0
@@ -105,7 +109,7 @@ def test_the_entry_is_written_with_the_record_and_names_its_media(
     postback_id = publish(r.spool, mms("mo-media", photo))
     r.worker.drain()
     entry = r.outbox.read(f"{postback_id}.001")
-    assert entry.id == f"msg_{postback_id}_001"
+    assert entry.id == notice_id("MMS_MO|N401|mo-media")
     assert r.outbox.entry_path(f"{postback_id}.001").stat().st_mode & 0o777 == 0o640
     r.delivery.deliver_due()
     (payload,) = [item.payload for item in app.received]
@@ -138,7 +142,7 @@ def test_5xx_is_retried_with_the_same_id_and_bytes_until_a_2xx(tmp_path: Path) -
         assert r.outbox.schedule(name)["attempts"] == 2
         assert r.delivery.deliver_due(now=FAR_FUTURE) == {"retry": 1}
         assert r.delivery.deliver_due(now=FAR_FUTURE) == {"delivered": 1}
-        tries = app.tries(f"msg_{postback_id}_001")
+        tries = app.tries(r.hook_id(postback_id))
     assert [item.status for item in tries] == [503, 503, 503, 200]
     assert len({item.body for item in tries}) == 1
     assert all(item.verified for item in tries)
@@ -163,7 +167,7 @@ def test_a_timeout_is_retried(tmp_path: Path) -> None:
         error = r.outbox.schedule(f"{postback_id}.001")["errors"][0]["parts"][0]["error"]
         assert "timed out" in error.lower() or "timeout" in error.lower()
         assert r.delivery.deliver_due(now=FAR_FUTURE) == {"delivered": 1}
-        assert [item.seen_before for item in app.tries(f"msg_{postback_id}_001")] == [0, 1]
+        assert [item.seen_before for item in app.tries(r.hook_id(postback_id))] == [0, 1]
 
 
 def test_an_unreachable_application_is_retried(tmp_path: Path) -> None:
@@ -210,7 +214,7 @@ def test_a_4xx_is_parked_shown_and_redeliverable(tmp_path: Path, capsys: pytest.
         assert r.delivery.deliver_due() == {"delivered": 1}
         code, status = cli(tmp_path, "status", capsys=capsys)
         assert code == 0 and status["webhooks"] == {"outbox": 0, "undelivered": 0}
-        tries = app.tries(f"msg_{postback_id}_001")
+        tries = app.tries(r.hook_id(postback_id))
     assert [item.status for item in tries] == [400, 200]
     assert tries[0].body == tries[1].body
 
@@ -228,14 +232,14 @@ def test_list_undelivered_shows_each_entry_and_whose_message_it_is(
         (row["entry"], row["delivery_id"], row["id"], row["from"], row["to"], row["tracking_id"])
         for row in rows
     ] == [
-        (f"{batch}.{n:03d}", f"msg_{batch}_{n:03d}", batch, f"1555000{n}", "28444", f"batch-{n}")
+        (f"{batch}.{n:03d}", notice_id(f"SMS_MO|N401|batch-{n}"), batch, f"1555000{n}", "28444", f"batch-{n}")
         for n in (1, 2, 3)
     ]
     config = write_config(tmp_path / "cli.ini", tmp_path / "spool")
     assert cli_main(["--config", str(config), "list", "undelivered"]) == 0
     lines = capsys.readouterr().out.splitlines()[1:]
     assert lines[0].startswith(
-        f"entry={batch}.001  delivery_id=msg_{batch}_001  id={batch}  from=15550001  to=28444"
+        f"entry={batch}.001  delivery_id={notice_id('SMS_MO|N401|batch-1')}  id={batch}  from=15550001  to=28444"
     )
     assert "tracking_id=batch-1  attempts=1  reason=" in lines[0]
 
@@ -261,8 +265,9 @@ def test_redeliver_takes_the_webhook_id_the_log_prints_and_unique_starts(
     error = capsys.readouterr().err
     assert "msg_ is the start of entries of 3 postbacks" in error and first in error and batch in error
     assert r.outbox.count(r.outbox.undelivered) == 5  # nothing moved
-    assert redeliver(f"msg_{first}_001") == [f"{first}.001"]  # as the log prints it
-    assert redeliver(f"msg_{batch}_00") == [f"{batch}.{n:03d}" for n in (1, 2, 3)]  # one postback's entries
+    assert redeliver(notice_id("SMS_MO|N401|sms-1")) == [f"{first}.001"]  # as the log prints it
+    assert redeliver(notice_id("SMS_MO|N401|batch-2")[:12]) == [f"{batch}.002"]  # a unique start of one
+    assert redeliver(batch) == [f"{batch}.001", f"{batch}.003"]  # a postback's entries, by its id
     assert redeliver(second[:-4]) == [f"{second}.001"]  # the start of a postback id
     assert r.outbox.count(r.outbox.undelivered) == 0
     assert r.outbox.count(r.outbox.pending) == 5
@@ -314,10 +319,28 @@ def test_failed_records_are_forwarded_when_configured(app: App, tmp_path: Path) 
     postback_id = publish(r.spool, b"<postback><origin>MMS_MO</orig", "text/xml")
     r.worker.drain()
     assert r.delivery.deliver_due() == {"delivered": 1}
-    (payload,) = [item.payload for item in app.received]
-    assert payload["state"] == "failed"
-    assert payload["spool_id"] == postback_id
-    assert payload["error"]["stage"] == "parse"
+    (received,) = app.received
+    assert received.payload["state"] == "failed"
+    assert received.payload["spool_id"] == postback_id
+    assert received.payload["error"]["stage"] == "parse"
+    assert received.webhook_id == f"msg_{postback_id}_001"  # a report about one reception: its spool id
+
+
+def test_one_notice_has_one_webhook_id_wherever_it_was_received(app: App, tmp_path: Path) -> None:
+    """Two VMs that each processed the same notice (two islands, each with its own index) send it under one
+    webhook-id, so the application's repeat check drops the second; its failed report has an id of its own."""
+    first, second = rig(tmp_path / "a", app.url), rig(tmp_path / "b", app.url, states=("processed", "failed"))
+    ids = [publish(first.spool, SMS_MO), publish(second.spool, sms(text="hello (resent)"))]
+    broken = publish(second.spool, b"<postback><origin>SMS_MO</orig", "text/xml")
+    for each in (first, second):
+        each.worker.drain()
+        assert each.delivery.deliver_due().get("delivered")
+    assert [item.webhook_id for item in app.received if item.payload["spool_id"] in ids] == [
+        notice_id("SMS_MO|N401|sms-1")
+    ] * 2
+    assert {first.hook_id(ids[0]), second.hook_id(ids[1])} == {notice_id("SMS_MO|N401|sms-1")}
+    assert len(app.delivered()) == 2  # the notice once, the failed report once
+    assert f"msg_{broken}_001" in app.delivered()
 
 
 def test_a_stuck_application_never_holds_up_filing(tmp_path: Path) -> None:
@@ -342,13 +365,13 @@ def test_a_stuck_application_never_holds_up_filing(tmp_path: Path) -> None:
         finally:
             release.set()
             r.delivery.close()
-    assert sorted(app.delivered()) == sorted(f"msg_{postback_id}_001" for postback_id in ids)
+    assert sorted(app.delivered()) == sorted(r.hook_id(postback_id) for postback_id in ids)
     assert r.outbox.count(r.outbox.pending) == 0
 
 
 def test_the_registry_builds_the_webhooks_only_when_configured(spool: Spool) -> None:
     off = Settings.for_spool(spool.root)
-    index = Index(spool.root)
+    index = open_index(off)
     built = build_outputs(Context(off, spool, index, Metrics(None)))
     assert not any(isinstance(output, Webhooks) for output in built)
     on = replace(off, "forward", **dataclasses.asdict(forward_settings("http://127.0.0.1:9/hooks")))
@@ -379,7 +402,7 @@ def test_entries_handed_over_by_the_filer_are_sent_without_reading_the_outbox(
     for postback_id in ids:  # what is on disk now is not what a sender uses: the filer's copy is
         r.outbox.entry_path(f"{postback_id}.001").write_bytes(b"damaged after filing")
     assert r.delivery.deliver_due() == {"delivered": 3}
-    assert sorted(app.delivered()) == sorted(f"msg_{postback_id}_001" for postback_id in ids)
+    assert sorted(app.delivered()) == sorted(r.hook_id(postback_id) for postback_id in ids)
     assert all(item.verified for item in app.received)
 
 
@@ -415,10 +438,11 @@ def test_resend_sends_records_filed_before_forwarding_was_on(
 
     code, planned = resend(config, capsys, "--since", "2026-11-20", "--dry-run")
     assert code == 0 and planned["dry_run"] and (planned["matched"], planned["postbacks"]) == (5, 3)
+    batch_ids = [r.hook_id(batch, f"message-{n:03d}.json") for n in (1, 2, 3)]
     assert [row["delivery_id"] for row in planned["notices"]] == [
-        f"msg_{first}_001",
-        *(f"msg_{batch}_{n:03d}" for n in (1, 2, 3)),
-        f"msg_{status}_001",
+        r.hook_id(first),
+        *batch_ids,
+        r.hook_id(status),
     ]
     assert planned["notices"][0]["from"] == "15550001"
     assert r.outbox.count(r.outbox.pending) == 0  # a dry run queues nothing
@@ -426,11 +450,9 @@ def test_resend_sends_records_filed_before_forwarding_was_on(
     code, done = resend(config, capsys, "--since", "2026-11-20", "--until", "2026-11-20", "--kind", "sms_mo")
     assert code == 0 and (done["matched"], done["queued"]) == (4, 4)
     assert r.delivery.deliver_due() == {"delivered": 4}
-    assert sorted(app.delivered()) == sorted(
-        [f"msg_{first}_001", *(f"msg_{batch}_{n:03d}" for n in (1, 2, 3))]
-    )
+    assert sorted(app.delivered()) == sorted([r.hook_id(first), *batch_ids])
     assert all(item.verified for item in app.received)
-    payload = app.delivered()[f"msg_{first}_001"].payload
+    payload = app.delivered()[r.hook_id(first)].payload
     assert payload == {**r.message(first), "state": "processed"}  # the body the filer would have built
     assert old not in json.dumps(done)
 
@@ -450,7 +472,7 @@ def test_resend_sends_again_with_the_same_webhook_id_and_bytes(
     assert r.outbox.entry_path(entry.name).stat().st_mode & 0o777 == 0o640
     assert [p.name for p in r.outbox.pending.iterdir()] == [f"{postback_id}.001.entry"]  # no temp file left
     assert r.delivery.deliver_due() == {"delivered": 1}
-    first, again = app.tries(f"msg_{postback_id}_001")
+    first, again = app.tries(r.hook_id(postback_id))
     assert again.body == first.body and again.seen_before == 1
     main = cli_main(["--config", str(config), "resend", "--since", dt.date.today().isoformat()])
     assert main == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mospool.store import Outbox, Spool
-from tests.build import batch, publish, sms
+from tests.build import batch, notice_id, publish, sms
 from tests.servers import REPO, write_config
 from tests.webhook_app import SECRET, App, Reply
 
@@ -62,14 +62,14 @@ def test_kill_9_mid_delivery_loses_nothing_and_repeats_keep_their_id(spool: Spoo
             return Reply(200)
         return Reply(200, stall_seconds=0.05)
 
-    expected: dict[str, int] = {}  # postback id -> notices
+    expected: dict[str, list[str]] = {}  # postback id -> its notices' dedup keys
     for n in range(40):
-        body, content_type, count = (
-            (numbered_batch(n), "text/xml", 3) if n % 8 == 0 else (numbered_sms(n), "application/json", 1)
-        )
-        expected[publish(spool, body, content_type)] = count
-        if n == HELD:
-            held_id.append(f"msg_{next(reversed(expected))}_001")
+        if n % 8 == 0:
+            keys = [f"SMS_MO|N401|crash-{n}-{k}" for k in (1, 2, 3)]
+            expected[publish(spool, numbered_batch(n), "text/xml")] = keys
+        else:
+            expected[publish(spool, numbered_sms(n))] = [f"SMS_MO|N401|crash-{n}"]
+    held_id.append(notice_id(f"SMS_MO|N401|crash-{HELD}"))
     log = tmp_path / "worker.log"
     with App(script) as app:
         forward = {"url": app.url, "secret": SECRET, "concurrency": 4, "retry_base_seconds": 0.2}
@@ -83,8 +83,8 @@ def test_kill_9_mid_delivery_loses_nothing_and_repeats_keep_their_id(spool: Spoo
             first.wait()
         release.set()
         for n in range(40, 60):
-            expected[publish(spool, numbered_sms(n))] = 1
-        wanted = {f"msg_{pid}_{k:03d}" for pid, count in expected.items() for k in range(1, count + 1)}
+            expected[publish(spool, numbered_sms(n))] = [f"SMS_MO|N401|crash-{n}"]
+        wanted = {notice_id(key) for keys in expected.values() for key in keys}
         second = start_worker(config, log)
         try:
             wait_until(

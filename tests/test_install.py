@@ -7,6 +7,7 @@ free loopback ones), and posts a postback through it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,10 +19,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from mospool.config import load_settings
 from tests.nginx_stack import loopback_listens, render, wait_for_unix_socket
+from tests.pg import Cluster
 from tests.servers import REPO, free_port
 
 # debootstrap, apt-get and pip over the network take minutes on a busy machine: far over the suite's 120 s.
@@ -201,3 +204,66 @@ def test_the_installed_stack_takes_a_postback(installed: tuple[Path, str]) -> No
             os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             proc.wait(timeout=30)
+
+
+def world_readable_files(root: Path) -> list[Path]:
+    """Every file anyone on the VM may read: readable by others, in folders others may all enter."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        here = Path(folder)
+        if here == root:
+            subfolders[:] = [name for name in subfolders if name not in ("proc", "sys", "dev")]
+        subfolders[:] = [name for name in subfolders if (here / name).stat().st_mode & 0o001]
+        for name in files:
+            path = here / name
+            if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o004:
+                found.append(path)
+    return found
+
+
+def test_a_vm_sharing_the_index_gets_its_url_and_password_without_exposing_it(
+    installed: tuple[Path, str], pg: Cluster, pg_url: str
+) -> None:
+    """install.sh --index-url --index-password-file on the installed VM, then the VM's mospool logs in to a
+    real PostgreSQL with that password (over TCP to the test cluster, which the chroot shares the network
+    with). The password is nowhere anyone on the VM could read, nor in the script's output."""
+    root, _ = installed
+    password = "a db password that must stay private 7f3a9"
+    url = pg.login(pg_url, "mospool_install", password)
+    given = root / "root/db-password"
+    given.write_text(password + "\n")
+    given.chmod(0o600)
+    result = in_chroot(
+        root,
+        f"cd /root/mo-spool && bash deploy/install.sh --index-url '{url}' --index-password-file /root/db-password",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert password not in result.stdout + result.stderr
+    settings = load_settings(root / "etc/mo-spool/config.ini")
+    hostname = in_chroot(root, "hostname -s", check=True).stdout.strip()
+    assert (settings.index.url, settings.spool.node) == (url, hostname)
+    assert settings.index.password_file == Path("/etc/mo-spool/index-password")
+    stored = root / "etc/mo-spool/index-password"
+    group = int(in_chroot(root, "getent group mospool | cut -d: -f3", check=True).stdout)
+    assert (stored.stat().st_mode & 0o777, stored.stat().st_uid, stored.stat().st_gid) == (0o640, 0, group)
+    assert stored.read_text().strip() == password
+    exposed = [path for path in world_readable_files(root) if password.encode() in _head(path)]
+    assert exposed == []
+    assert settings.receiver.trusted_proxy_count == 1  # the rest of config.ini is kept
+    once = in_chroot(
+        root,
+        "cd /opt/mo-spool/app && runuser -u mospool -- /opt/mo-spool/venv/bin/python spool_worker.py "
+        "--config /etc/mo-spool/config.ini --once",
+    )
+    assert once.returncode == 0, once.stderr[-3000:]
+    status = in_chroot(root, "cd / && runuser -u mospool -- mospool --json status")
+    report = json.loads(status.stdout)
+    assert report["index"]["reachable"] is True, status.stdout + status.stderr
+    assert report["index"]["nodes"] == [hostname]
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # the VM's worker logged in and made the tables
+        assert list(conn.execute("SELECT node FROM nodes")) == [(hostname,)]
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(1 << 20)

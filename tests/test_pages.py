@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mospool.cli import main as cli_main
-from mospool.config import Settings, load_settings
-from mospool.index import Index, IndexStage
+from mospool.config import IndexSettings, Settings, load_settings
+from mospool.index import IndexStage, open_index
 from mospool.outputs.pages import Pages, rebuild
 from mospool.outputs.pages.record_page import record_page
 from mospool.outputs.pages.render import (
@@ -200,8 +200,8 @@ def publish_at(spool: Spool, when: dt.datetime, n: int) -> str:
     return publish(spool, sms(f"day-{n}", f"text {n}"), when=when)
 
 
-def day_worker(make_worker: Callable[..., Worker]) -> Worker:
-    worker = make_worker(outputs=[])
+def day_worker(make_worker: Callable[..., Worker], index: IndexSettings) -> Worker:
+    worker = make_worker(outputs=[], index=index)
     later = itertools.count(0, 60)  # each drain's tick comes a minute after the last: no debounce in the way
     pages = Pages(worker.spool, worker.index, worker.settings, per_page=3, clock=lambda: float(next(later)))
     worker.filer.outputs = [IndexStage(worker.index), pages]
@@ -215,9 +215,9 @@ def rows_of(page: Path) -> list[str]:
 
 
 def test_a_day_is_cut_into_immutable_full_pages_and_a_short_newest_page(
-    make_worker: Callable[..., Worker],
+    make_worker: Callable[..., Worker], index_settings: IndexSettings
 ) -> None:
-    worker = day_worker(make_worker)
+    worker = day_worker(make_worker, index_settings)
     spool = worker.spool
     start = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
     for n in range(1, 9):
@@ -251,9 +251,9 @@ def test_a_day_is_cut_into_immutable_full_pages_and_a_short_newest_page(
     ]
     written = page_links(day / "index.html")
     worker.close()
-    rebuild(
-        Spool(spool.root), Index(spool.root), Settings.for_spool(spool.root), per_page=3
-    )  # a new run looks the labels up in the index
+    index = open_index(worker.settings)
+    rebuild(Spool(spool.root), index, worker.settings, per_page=3)  # a new run looks the labels up
+    index.close()
     assert page_links(day / "index.html") == written
     assert page_links(day / "page-0002.html") == [
         ("index.html", "newest"),
@@ -367,8 +367,9 @@ def test_a_dismissed_record_says_so_instead_of_offering_a_retry(
 
 
 def test_the_root_page_shows_webhooks_waiting_and_undelivered(spool: Spool) -> None:
-    index = Index(spool.root)
-    root = RootPage(spool, index, Settings.for_spool(spool.root))
+    settings = Settings.for_spool(spool.root)
+    index = open_index(settings)
+    root = RootPage(spool, index, settings)
     root.write()
     assert "Webhooks" not in text_of(parse_strictly(spool.root / "index.html"))  # never forwarded
     outbox = Outbox(spool.root)

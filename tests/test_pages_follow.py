@@ -23,7 +23,7 @@ from mospool.outputs import webhooks
 from mospool.outputs.pages import Pages
 from mospool.store import Spool
 from mospool.worker import Worker
-from tests.build import publish, sms
+from tests.build import notice_id, publish, sms
 from tests.pages_html import links_of, shown_text
 from tests.servers import REPO, write_config
 from tests.webhook_app import SECRET, App, Reply, always
@@ -146,7 +146,7 @@ def test_the_front_page_follows_deliveries_and_redeliver_with_nothing_filed(
         pages.tick()
         assert "Webhooks 0 in outbox/, 1 undelivered" in shown_text(worker.spool.front_page)
         app.script = always(Reply(200))
-        assert cli_main(["--config", str(config), "redeliver", f"msg_{postback_id}_001"]) == 0
+        assert cli_main(["--config", str(config), "redeliver", postback_id]) == 0
         pages.tick()
         assert "Webhooks 1 in outbox/, 0 undelivered" in shown_text(worker.spool.front_page)
         assert forwarder.delivery.deliver_due() == {"delivered": 1}
@@ -195,7 +195,7 @@ def test_a_running_worker_shows_the_clis_changes_within_seconds(spool: Spool, tm
             wait_until(lambda: "Webhooks 0 in outbox/, 1 undelivered" in shown_text(front))
             app.script = always(Reply(200))
             command = REPO / ".venv" / "bin" / "mospool"
-            for args in (["redeliver", f"msg_{good}_001"], ["dismiss", broken]):
+            for args in (["redeliver", good], ["dismiss", broken]):
                 subprocess.run(
                     [str(command), "--config", str(config), *args], check=True, capture_output=True
                 )
@@ -207,7 +207,7 @@ def test_a_running_worker_shows_the_clis_changes_within_seconds(spool: Spool, tm
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=30)
-    assert [item.status for item in app.tries(f"msg_{good}_001")] == [410, 200]
+    assert [item.status for item in app.tries(notice_id("SMS_MO|N401|s-1"))] == [410, 200]
 
 
 def wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> None:

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from mospool.config import WorkerSettings
-from mospool.index import Index
+from mospool.index import open_index
 from mospool.store import SUFFIX, Spool
 from mospool.worker import EXIT_OBSERVER_DIED, Worker
+from tests import index_db
 from tests.build import BATCH, SMS_MO, STATUS_XML, publish, read_json, sms
 from tests.servers import REPO, write_config
 
@@ -27,7 +28,8 @@ def folder(spool: Spool, state: str, postback_id: str) -> Path:
     return spool.record_dir(state, postback_id)
 
 
-def test_drain_files_each_postback_as_a_readable_record(worker: Worker) -> None:
+def test_drain_files_each_postback_as_a_readable_record(indexed_worker: Worker) -> None:
+    worker = indexed_worker
     spool = worker.spool
     sms = publish(spool, SMS_MO)
     status = publish(spool, STATUS_XML, "text/xml")
@@ -45,6 +47,7 @@ def test_drain_files_each_postback_as_a_readable_record(worker: Worker) -> None:
     assert message["text"] == "hello"
     assert message["from"] == "17745550001"
     assert message["spool_id"] == sms
+    assert message["node"] == worker.settings.spool.node
     assert message["schema"] == 1
     assert read_json(record / "request.json")["remote_addr"] == "192.0.2.1"
     status_message = read_json(folder(spool, "processed", status) / "message.json")
@@ -76,19 +79,22 @@ def test_malformed_postback_is_filed_under_failed_with_the_reason(worker: Worker
     assert "root:" not in json.dumps(xxe_error)
 
 
-def test_retry_of_the_same_notification_is_a_duplicate(worker: Worker) -> None:
+def test_retry_of_the_same_notification_is_a_duplicate(indexed_worker: Worker) -> None:
+    worker = indexed_worker
     first = publish(worker.spool, SMS_MO)
     worker.drain()
     again = publish(worker.spool, sms(text="hello (resent)"))
     worker.drain()
     note = read_json(folder(worker.spool, "duplicates", again) / "duplicate.json")
     assert note["duplicate_of"] == first
+    assert note["duplicate_of_node"] == note["node"] == worker.settings.spool.node
     assert note["key"] == "SMS_MO|N401|sms-1"
     assert (folder(worker.spool, "duplicates", again) / "body.json").is_file()
     assert not folder(worker.spool, "processed", again).exists()
 
 
-def test_postbacks_without_tracking_id_dedup_on_the_body(worker: Worker) -> None:
+def test_postbacks_without_tracking_id_dedup_on_the_body(indexed_worker: Worker) -> None:
+    worker = indexed_worker
     body = b'{"origin":"SMS_MO","code":"N401","from":"1","to":"2","message-text":"no id"}'
     ids = {publish(worker.spool, body), publish(worker.spool, body)}
     worker.drain()  # both in one batch: whichever is claimed first is the original
@@ -99,7 +105,8 @@ def test_postbacks_without_tracking_id_dedup_on_the_body(worker: Worker) -> None
     assert str(note["key"]).startswith("sha256:")
 
 
-def test_batched_postback_gives_one_message_file_per_notification(worker: Worker) -> None:
+def test_batched_postback_gives_one_message_file_per_notification(indexed_worker: Worker) -> None:
+    worker = indexed_worker
     postback_id = publish(worker.spool, BATCH, "text/xml")
     worker.drain()
     record = folder(worker.spool, "processed", postback_id)
@@ -118,7 +125,8 @@ def test_crash_recovery_releases_claimed_files(worker: Worker) -> None:
     assert folder(worker.spool, "processed", postback_id).is_dir()
 
 
-def test_work_file_left_after_filing_is_not_filed_twice(worker: Worker) -> None:
+def test_work_file_left_after_filing_is_not_filed_twice(indexed_worker: Worker) -> None:
+    worker = indexed_worker
     postback_id = publish(worker.spool, SMS_MO)
     name = postback_id + SUFFIX
     data = (worker.spool.incoming / name).read_bytes()
@@ -160,21 +168,36 @@ def test_running_worker_removes_stale_tmp_files_at_each_rescan(make_worker: Call
     assert result == [0]
 
 
-def test_rebuilt_index_matches_the_live_one(worker: Worker) -> None:
+RECORDS = "SELECT key, spool_id, node, state, folder, sender, tracking_id FROM records ORDER BY key"
+DUPLICATES = (
+    "SELECT spool_id, key, node, duplicate_of, duplicate_of_node, received_at, folder FROM duplicates "
+    "ORDER BY spool_id"
+)
+MESSAGES = (
+    "SELECT spool_id, position, node, state, received_at, folder, kind, sender, text, duplicate_of "
+    "FROM messages ORDER BY spool_id, position"
+)
+
+
+def test_rebuilt_index_matches_the_live_one(indexed_worker: Worker) -> None:
+    worker = indexed_worker
     publish(worker.spool, SMS_MO)
     publish(worker.spool, SMS_MO)
     publish(worker.spool, BATCH, "text/xml")
     publish(worker.spool, STATUS_XML, "text/xml")
+    publish(worker.spool, b"<oops", "text/xml")
     worker.drain()
-    query = "SELECT key, spool_id, state, folder, sender, tracking_id FROM records ORDER BY key"
-    live = [tuple(row) for row in worker.index.query(query)]
-    dupes = [tuple(row) for row in worker.index.query("SELECT * FROM duplicates ORDER BY spool_id")]
+    live = [index_db.rows(worker.settings, sql) for sql in (RECORDS, DUPLICATES, MESSAGES)]
     worker.close()
-    rebuilt = Index(worker.spool.root)
-    assert rebuilt.rebuild() == 5
-    assert [tuple(row) for row in rebuilt.query(query)] == live
-    assert [tuple(row) for row in rebuilt.query("SELECT * FROM duplicates ORDER BY spool_id")] == dupes
-    assert len(live) == 5 and len(dupes) == 1
+    rebuilt = open_index(worker.settings)
+    try:
+        assert rebuilt.rebuild() == 5
+        assert [index_db.rows(worker.settings, sql) for sql in (RECORDS, DUPLICATES, MESSAGES)] == live
+    finally:
+        rebuilt.close()
+    records, duplicates, messages = live
+    assert len(records) == 5 and len(duplicates) == 1 and len(messages) == 7
+    assert {row[2] for row in records} == {worker.settings.spool.node}
 
 
 def run_in_thread(worker: Worker) -> tuple[threading.Thread, list[int]]:

@@ -11,9 +11,8 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from mospool.cli.inspect import CommandError, located, open_index
+from mospool.cli.inspect import CommandError, cli_index, located
 from mospool.config import Settings
-from mospool.index import Index
 from mospool.outputs import pages
 from mospool.store import FILED_STATES, Spool, State, id_day
 from mospool.store.records import day_prefix, failed_only
@@ -31,7 +30,7 @@ def retry(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[l
         folders = [failed_only(records.find(wanted), wanted, "retried") for wanted in args.ids]
     else:
         raise CommandError("retry needs postback ids or --all-failed")
-    index = open_index(spool)
+    index = cli_index(settings, spool)
     try:
         rows = []
         for folder in folders:
@@ -46,7 +45,7 @@ def retry(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[l
 def dismiss(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
     records = spool.records
     folders = [failed_only(records.find(wanted), wanted, "dismissed") for wanted in args.ids]
-    index = open_index(spool)
+    index = cli_index(settings, spool)
     try:
         rows = []
         for folder in folders:
@@ -74,7 +73,7 @@ def purge(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[d
     today = dt.datetime.now(dt.UTC).date()
     records = spool.records
     removed: dict[str, list[str]] = {}
-    index = open_index(spool)
+    index = cli_index(settings, spool)
     try:
         for state in [State(name) for name in args.state or FILED_STATES]:
             age = kept[state] if args.older_than is None else args.older_than
@@ -93,7 +92,7 @@ def purge(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[d
 
 
 def reindex(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
-    index = Index(spool.root)
+    index = cli_index(settings, spool, create=True)
     try:
         count = index.rebuild()
     finally:
@@ -103,7 +102,7 @@ def reindex(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple
 
 def pages_command(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     """Every record page, day page and the root page, for a spool filed before pages (or after a crash)."""
-    index = Index(spool.root)
+    index = cli_index(settings, spool, create=True)
     try:
         return pages.rebuild(spool, index, settings), 0
     finally:

@@ -13,9 +13,9 @@ from typing import Any
 from mospool.cli.text import Report
 from mospool.config import COMMAND, Settings
 from mospool.english import counted
-from mospool.index import Index
+from mospool.index import Index, IndexUnavailable, Search, open_index, where
 from mospool.outputs import outboxes, status_parts
-from mospool.store import FILED_STATES, Outbox, Spool, State, id_time
+from mospool.store import FILED_STATES, NotFound, Outbox, Spool, State, id_time
 from mospool.store.layout import PAGE, WAITING_STATES
 from mospool.store.outbox import entry_spool_id
 from mospool.store.postback import CorruptPostback
@@ -47,7 +47,15 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
     parts = status_parts(settings, spool)
     for part in parts:
         alerts += part.alerts
+    index = _index_report(settings)
+    if index.get("reachable") is False:
+        alerts.append(
+            f"the index cannot be reached ({index['error']}): the worker holds postbacks in "
+            f"{State.INCOMING}/ until it is back"
+        )
     result = {
+        "node": settings.spool.node,
+        "index": index,
         "counts": counts,
         "oldest_waiting_seconds": round(oldest, 1),
         "failures": dict(reasons.most_common()),
@@ -58,6 +66,24 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
     }
     lines = [f"{part.key + ':':<15} {part.line}" for part in parts]
     return Report(result, lines), 1 if alerts else 0
+
+
+def _index_report(settings: Settings) -> dict[str, Any]:
+    """Where the index is; a shared one is asked whether it answers now, and which VMs file into it."""
+    report: dict[str, Any] = {"backend": "postgresql" if settings.index.shared else "sqlite"}
+    report["where"] = where(settings)
+    if not settings.index.shared:
+        return report
+    index = open_index(settings, connections=1)
+    try:
+        index.ping()
+        report["reachable"] = True
+        report["nodes"] = [str(row["node"]) for row in index.nodes()]
+    except IndexUnavailable as exc:
+        report["reachable"], report["error"] = False, str(exc)
+    finally:
+        index.close()
+    return report
 
 
 def _ellipsized(text: str, width: int) -> str:
@@ -75,16 +101,16 @@ def list_state(
 ) -> tuple[list[dict[str, Any]], int]:
     if args.state in outboxes(spool):
         return undelivered_rows(spool, args.state, args.limit), 0
-    state = State(args.state)
+    state, node = State(args.state), settings.spool.node
     if state in WAITING_STATES:
         rows = [
-            {"id": postback_id(p), **located(spool, p), **_retry_summary(spool, p)}
+            {"id": postback_id(p), "node": node, **located(spool, p), **_retry_summary(spool, p)}
             for p in spool.records.waiting(state)
         ]
         return rows[: args.limit], 0
     rows = []
     for folder in spool.records.folders(state, args.since):
-        rows.append({"id": folder.name, **located(spool, folder), **_summary(spool, folder)})
+        rows.append({"id": folder.name, "node": node, **located(spool, folder), **_summary(spool, folder)})
         if len(rows) >= args.limit:
             break
     return rows, 0
@@ -165,12 +191,23 @@ def _summary(spool: Spool, folder: Path) -> dict[str, Any]:
         summary["error"] = f"{record.error.get('stage')}: {record.error.get('error')}"
     if record.duplicate:
         summary["duplicate_of"] = record.duplicate.get("duplicate_of")
+        summary["duplicate_of_node"] = record.duplicate.get("duplicate_of_node")
     return summary
 
 
 def show(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
-    found = spool.records.find(args.id)
-    result: dict[str, Any] = {"id": found.id, "state": str(found.state), **located(spool, found.path)}
+    try:
+        found = spool.records.find(args.id)
+    except NotFound as here:
+        if not settings.index.shared:
+            raise
+        return _elsewhere(settings, spool, args.id, here), 0
+    result: dict[str, Any] = {
+        "id": found.id,
+        "node": settings.spool.node,
+        "state": str(found.state),
+        **located(spool, found.path),
+    }
     if found.path.is_file():
         try:
             result["request"] = spool.read(found.path).meta
@@ -180,68 +217,67 @@ def show(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[di
     return {**result, **spool.records.contents(found)}, 0
 
 
-# What find shows of each notice (qualified: the search table has a subject and a text too).
-FOUND_COLUMNS = (
-    "messages.spool_id AS id, messages.state, messages.received_at, messages.kind, "
-    'messages.sender AS "from", messages.recipient AS "to", messages.keyword, messages.tracking_id, '
-    "messages.subject, messages.text, messages.reason, messages.duplicate_of, messages.folder"
-)
+def _elsewhere(settings: Settings, spool: Spool, wanted: str, here: NotFound) -> dict[str, Any]:
+    """A postback this spool does not hold, as the shared index knows it: which VM holds it, and where.
+    ``here``: what this spool said (none, or several), which stands unless only other VMs hold the id."""
+    index = cli_index(settings, spool)
+    try:
+        rows = index.locate(wanted)
+    finally:
+        index.close()
+    if not rows or any(row["node"] == settings.spool.node for row in rows):
+        raise here
+    if len({row["spool_id"] for row in rows}) > 1:
+        names = ", ".join(sorted({str(row["spool_id"]) for row in rows}))
+        raise NotFound(f"{wanted} is the start of several ids in the index: {names}; give more of the id")
+    row = rows[0]
+    return {
+        "id": row["spool_id"],
+        "node": row["node"],
+        "state": row["state"],
+        "folder": row["folder"],
+        "elsewhere": f"on the VM {row['node']}, in its spool's {row['folder']}: run `mospool show` there",
+        **{key: row[key] for key in ("received_at", "kind", "from", "to", "tracking_id") if row.get(key)},
+    }
 
 
 def find(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
-    """Filed notices matching every filter given: newest first, or with --text best match first."""
-    where, params = notice_filters(args)
-    index = open_index(spool)
+    """Filed notices matching every filter given, on any VM: newest first, or with --text best match first."""
+    index = cli_index(settings, spool)
     try:
-        if args.text is not None:
-            found = index.search_text(args.text, FOUND_COLUMNS, where, params, args.limit)
-        else:
-            # The clauses are the constants of notice_filters; only their values are parameters.
-            sql = (
-                f"SELECT {FOUND_COLUMNS} FROM messages WHERE 1 = 1"  # noqa: S608
-                + "".join(f" AND {clause}" for clause in where)
-                + " ORDER BY received_at DESC LIMIT ?"
-            )
-            found = index.query(sql, (*params, args.limit))
+        return [_hit(row) for row in index.find(search(args, limit=args.limit))], 0
     finally:
         index.close()
-    return [_hit(dict(row)) for row in found], 0
 
 
-def notice_filters(args: argparse.Namespace) -> tuple[list[str], tuple[Any, ...]]:
-    """SQL clauses over the index's messages table for the filters given (``find``, ``resend``), and their
-    values; an option a command does not have is no filter."""
-    given = {name: getattr(args, name, None) for name in FILTERS}
-    since, until = given["since"], given["until"]
-    filters: dict[str, tuple[Any, ...] | None] = {
-        "sender IN (?, ?)": _number_forms(given["sender"]),
-        "recipient IN (?, ?)": _number_forms(given["recipient"]),
-        "keyword = ? COLLATE NOCASE": _given(given["keyword"]),
-        "tracking_id = ?": _given(given["tracking_id"]),
-        "kind = ?": _given(given["kind"]),
-        "messages.state = ?": _given(given["state"]),
-        "messages.received_at >= ?": _given(since and since.isoformat()),
-        "messages.received_at < ?": _given(until and (until + dt.timedelta(days=1)).isoformat()),
-    }
-    where = [clause for clause, values in filters.items() if values is not None]
-    params = tuple(value for values in filters.values() if values is not None for value in values)
-    return where, params
+def search(args: argparse.Namespace, **more: Any) -> Search:
+    """The filters given to ``find`` or ``resend``; an option a command does not have is no filter."""
 
+    def option(name: str) -> Any:
+        return getattr(args, name, None)
 
-FILTERS = ("sender", "recipient", "keyword", "tracking_id", "kind", "state", "since", "until")
+    return Search(
+        senders=_number_forms(option("sender")),
+        recipients=_number_forms(option("recipient")),
+        keyword=option("keyword"),
+        tracking_id=option("tracking_id"),
+        kind=option("kind"),
+        state=option("state"),
+        since=option("since"),
+        until=option("until"),
+        text=option("text"),
+        **more,
+    )
 
 
 def _hit(row: dict[str, Any]) -> dict[str, Any]:
-    """A row of find: the notice, its folder, its day and its page (relative to the spool, as the browse
-    site serves them), and with --text the words it matched in their context."""
+    """A row of find: the notice, its folder, its day and its page (relative to its VM's spool, as the
+    browse site serves them), and with --text the words it matched in their context."""
     matched = row.pop("matched", None)
+    row.pop("position", None)
     folder = PurePosixPath(row["folder"])
     hit = {**row, "day": str(folder.parent / PAGE), "page": str(folder / PAGE)}
     return {**hit, "matched": matched} if matched is not None else hit
-
-
-def _given(value: Any) -> tuple[Any, ...] | None:
-    return None if value is None else (value,)
 
 
 def _number_forms(raw: str | None) -> tuple[str, str] | None:
@@ -252,10 +288,17 @@ def _number_forms(raw: str | None) -> tuple[str, str] | None:
     return digits, "+" + digits
 
 
-def open_index(spool: Spool) -> Index:
-    if not spool.index_file.is_file():
+def cli_index(settings: Settings, spool: Spool, create: bool = False) -> Index:
+    """The index, for one command: the SQLite file must exist unless ``create``; a shared one must answer."""
+    if not settings.index.shared and not create and not spool.index_file.is_file():
         name = spool.index_file.name
         raise CommandError(
             f"no {name} in {spool.root}: the worker makes it at start (or run {COMMAND} reindex)"
         )
-    return Index(spool.root)
+    index = open_index(settings, connections=2)
+    try:
+        index.ping()
+    except IndexUnavailable as exc:
+        index.close()
+        raise CommandError(str(exc)) from exc
+    return index

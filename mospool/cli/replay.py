@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
-from mospool.cli.inspect import CommandError, Parked, notice_filters, open_index, parked_entries, whose
+from mospool.cli.inspect import CommandError, Parked, cli_index, parked_entries, search, whose
 from mospool.config import Settings
 from mospool.english import counted
 from mospool.outputs import outboxes, pages, webhooks
@@ -78,7 +78,7 @@ def resend(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
     forward: webhooks.ForwardSettings = settings.output(webhooks.SECTION)
     if not forward.enabled:
         raise CommandError("[forward] url is not set: there is no application to send to")
-    chosen = _chosen_notices(spool, args, forward)
+    chosen = _chosen_notices(settings, spool, args, forward)
     postbacks = {(state, spool_id) for state, spool_id, _ in chosen}
     if len(chosen) > CONFIRM_ABOVE and not args.yes and not args.dry_run:
         raise CommandError(
@@ -109,26 +109,18 @@ def resend(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
 
 
 def _chosen_notices(
-    spool: Spool, args: argparse.Namespace, forward: webhooks.ForwardSettings
+    settings: Settings, spool: Spool, args: argparse.Namespace, forward: webhooks.ForwardSettings
 ) -> list[tuple[str, str, int]]:
     """(state, postback id, position) of every filed notice matching the filters, in receive order; by
     default in the states the webhooks forward."""
-    where, params = notice_filters(args)
-    if args.state is None:
-        where.append(f"messages.state IN ({', '.join('?' * len(forward.states))})")
-        params = (*params, *forward.states)
-    # The clauses are constants (notice_filters'); only their values are parameters.
-    sql = (
-        "SELECT state, spool_id, position FROM messages WHERE 1 = 1"  # noqa: S608
-        + "".join(f" AND {clause}" for clause in where)
-        + " ORDER BY received_at, spool_id, position"
-    )
-    index = open_index(spool)
+    states = tuple(forward.states) if args.state is None else None
+    chosen = search(args, states=states, here_only=True, oldest_first=True, limit=None)
+    index = cli_index(settings, spool)
     try:
-        found = index.query(sql, params)
+        found = index.find(chosen)
     finally:
         index.close()
-    return [(str(state), str(spool_id), int(position)) for state, spool_id, position in found]
+    return [(str(row["state"]), str(row["id"]), int(row["position"])) for row in found]
 
 
 def _entries(

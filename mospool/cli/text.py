@@ -64,7 +64,11 @@ def reindex(result: dict[str, Any]) -> str:
 
 
 def status(report: Report) -> str:
-    lines = ["state        count"]
+    index = report["index"]
+    reached = {True: ", reachable", False: ", NOT reachable"}.get(index.get("reachable"), "")
+    nodes = f"; VMs: {', '.join(index['nodes'])}" if index.get("nodes") else ""
+    lines = [f"node:           {report['node']}", f"index:          {index['where']}{reached}{nodes}"]
+    lines.append("state        count")
     lines += [f"{state:<12} {count}" for state, count in report["counts"].items()]
     lines.append(f"oldest waiting: {report['oldest_waiting_seconds']:.0f}s")
     lines.append(f"last processed: {report['last_processed_at'] or 'never'}")

@@ -20,7 +20,7 @@ import ipaddress
 import json
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,14 @@ SECTION = Section(
 # --- what is sent
 
 
-def webhook_id(spool_id: str, position: int) -> str:
+def webhook_id(state: State, notice: Mapping[str, Any], spool_id: str, position: int) -> str:
+    """One id per Sinch notice wherever it was received, so an application that drops repeats by
+    ``webhook-id`` drops a repeat from another VM too: a processed notice's is ``msg_`` and 32 hex digits of
+    the SHA-256 of its dedup key. A failed or duplicate postback's report is about that one reception:
+    ``msg_<spool id>_<NNN>``, NNN its place in the postback."""
+    key = notice.get("dedup_key")
+    if state is State.PROCESSED and key:
+        return "msg_" + hashlib.sha256(str(key).encode()).hexdigest()[:32]
     return f"msg_{spool_id}_{position:03d}"
 
 
@@ -130,9 +137,10 @@ def entries(folder: Folder, settings: ForwardSettings, spool: Spool) -> list[Ent
     bodies = request_bodies(folder, settings.media_base_url, spool.root)
     record = spool.records.relative(folder.path)
     spool_id, state = folder.spool_id, folder.state
+    notices = folder.notices or [{}]
     return [
-        Entry(webhook_id(spool_id, position), spool_id, position, state, body, record)
-        for position, body in enumerate(bodies, 1)
+        Entry(webhook_id(state, notice, spool_id, position), spool_id, position, state, body, record)
+        for position, (notice, body) in enumerate(zip(notices, bodies, strict=True), 1)
     ]
 
 

@@ -10,7 +10,7 @@ walking and moving filed records), ``Outbox`` (deliveries per destination), and 
 from mospool.store.layout import FILED_STATES, STATES, SUFFIX, State, id_day, id_time, new_id
 from mospool.store.outbox import Entry, Outbox
 from mospool.store.postback import CorruptPostback, Postback, encode
-from mospool.store.record import Filing, Folder, Media, read_folder
+from mospool.store.record import Filing, Folder, Media, Owner, read_folder
 from mospool.store.records import Located, NotFound, NotMovable, Records
 from mospool.store.spool import Spool, SpoolError
 
@@ -27,6 +27,7 @@ __all__ = [
     "NotFound",
     "NotMovable",
     "Outbox",
+    "Owner",
     "Postback",
     "Records",
     "Spool",

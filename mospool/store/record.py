@@ -45,6 +45,14 @@ def dedup_key(record: Record, body_sha256: str, position: int) -> str:
 
 
 @dataclass(frozen=True)
+class Owner:
+    """Who holds a dedup key: the postback that is (or will be) its processed record, and its VM."""
+
+    spool_id: str
+    node: str
+
+
+@dataclass(frozen=True)
 class Media:
     """The downloaded parts of one notice (as message.json lists them) and the text its text parts hold."""
 
@@ -57,25 +65,31 @@ def messages(
     received_at: str,
     parsed: Parsed,
     keys: Sequence[str],
-    owners: Sequence[str],
+    owners: Sequence[Owner],
     media: Sequence[Media | None] = (),
+    node: str = "",
 ) -> list[dict[str, Any]]:
-    """The message.json records of one postback, schema 1, one per notice, each with its media."""
+    """The message.json records of one postback, schema 1, one per notice, each with its media; ``node``
+    is the VM that received it."""
     batch = len(parsed.records) > 1
     fetched = [*media, *[None] * (len(parsed.records) - len(media))]
     result = []
     for position, (record, key, owner, parts) in enumerate(
         zip(parsed.records, keys, owners, fetched, strict=True), 1
     ):
+        earlier = owner.spool_id != spool_id
         message: dict[str, Any] = {
             "schema": SCHEMA,
             "spool_id": spool_id,
+            "node": node or None,
             "received_at": received_at,
             "format": parsed.format,
             **record.to_message(),
             "dedup_key": key,
-            "duplicate_of": owner if owner != spool_id else None,
+            "duplicate_of": owner.spool_id if earlier else None,
         }
+        if earlier:
+            message["duplicate_of_node"] = owner.node
         if parts is not None:
             message["media"] = parts.parts
             if parts.texts and not message["text"]:

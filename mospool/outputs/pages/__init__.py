@@ -72,6 +72,7 @@ class Pages(BaseOutput):
         self._stale: dict[tuple[str, str], str] = dict.fromkeys(self._newest_days(), FROM_THE_START)
         self._labels: dict[tuple[str, str], dict[int, str]] = {}
         self._root_written_at = self._views_written_at = float("-inf")
+        self._failing = False  # the last rewrite failed: said once, not at every tick
 
     def _newest_days(self) -> Iterator[tuple[str, str]]:
         """At start, the newest day of each state is rewritten whole unless its pages are current: a crash
@@ -119,9 +120,14 @@ class Pages(BaseOutput):
             self._write(stale)
             self.spool.stale_pages.done(notes)
         except STORAGE_ERRORS as exc:  # views are derived: try again at a later tick
-            log.warning("pages: cannot rewrite the day and root pages yet: %s", exc)
+            if not self._failing:
+                log.warning("pages: cannot rewrite the day and root pages yet: %s", exc)
+            self._failing = True
             self.published_again(stale)
             return
+        if self._failing:
+            log.info("pages: the day and root pages are rewritten again")
+        self._failing = False
         self._root_written_at = now
 
     def _write(self, stale: dict[tuple[str, str], str]) -> None:

@@ -207,12 +207,17 @@ def _failure(folder: Folder, zone: dt.tzinfo) -> Failure | None:
 class Duplicate:
     original: str
     href: str | None
+    elsewhere: str | None = None  # the VM that holds the original, when it is not this one
 
 
 def _duplicate(folder: Folder) -> Duplicate | None:
     if folder.state is not State.DUPLICATES:
         return None
-    original = str((folder.duplicate or {}).get("duplicate_of") or "")
+    note = folder.duplicate or {}
+    original = str(note.get("duplicate_of") or "")
+    holder, here = note.get("duplicate_of_node"), note.get("node")
+    if holder and here and holder != here:  # filed on another VM: its page is in that VM's spool
+        return Duplicate(original or "unknown", None, str(holder))
     day = day_of(original)
     link = "../../../" + href(State.PROCESSED, day, original, PAGE) if day else None
     return Duplicate(original or "unknown", link)

@@ -223,6 +223,14 @@ class DayCount:
     count: int
 
 
+@dataclass(frozen=True)
+class NodeSeen:
+    """A VM filing into a shared index, and when it last said so."""
+
+    name: str
+    last_seen: str
+
+
 @dataclass
 class Overview:
     """What the spool root page shows."""
@@ -236,6 +244,8 @@ class Overview:
     reasons: list[tuple[str, int]]
     generated: str
     outputs: list[StatusPart] = field(default_factory=list)  # what each output that ever ran adds
+    node: str = ""  # this VM: every record on these pages is in its spool
+    nodes: list[NodeSeen] = field(default_factory=list)  # with a shared index: every VM filing into it
 
 
 def root_page(overview: Overview) -> bytes:

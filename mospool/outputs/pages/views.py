@@ -1,4 +1,4 @@
-"""The views: a day's pages and the spool's front page, derived from the index's ``messages`` table.
+"""The views: a day's pages and the spool's front page, derived from the index's ``messages`` rows of this VM.
 
 They are rewritten atomically (a temp file renamed over the old one; being derived, they are not fsynced):
 
@@ -36,13 +36,6 @@ ROOT_PAGE_BYTES_MAX = 256 * 1024
 WAITING_COUNT_LIMIT = 5000
 REASONS_SHOWN = 20
 DAYS_SHOWN = 400
-ROW_COLUMNS = (
-    "spool_id, position, state, received_at, kind, substr(sender, 1, 200) AS sender, "
-    "substr(recipient, 1, 200) AS recipient, substr(subject, 1, 400) AS subject, "
-    "substr(text, 1, 400) AS text, media_count, first_image, substr(reason, 1, 400) AS reason, "
-    "substr(duplicate_of, 1, 200) AS duplicate_of, substr(status, 1, 200) AS status, "
-    "substr(status_details, 1, 400) AS status_details"
-)
 
 
 def write_view(path: Path, data: bytes) -> None:
@@ -77,9 +70,9 @@ class DayPages:
         """Rewrite the pages from the one holding record ``since`` onward; returns how many were written."""
         if not self.folder.is_dir():
             return 0
-        total = self._count("folder < ?", self.high)
+        total = self.index.message_count(self.low, self.high)
         full = total // self.per_page
-        first = self._count("folder < ?", self.low + since) // self.per_page
+        first = self.index.message_count(self.low, self.low + since) // self.per_page
         for chunk, rows in enumerate(self._full_pages(first, full), first):
             self._write_full(chunk, full, rows)
         self._drop_pages_after(full)
@@ -98,34 +91,21 @@ class DayPages:
             written = render.written_for((self.folder / PAGE).read_bytes())
         except OSError:
             return False
-        return written == self._count("folder < ?", self.high)
-
-    def _count(self, bound: str, value: str) -> int:
-        sql = f"SELECT count(*) FROM messages WHERE folder >= ? AND {bound}"  # noqa: S608 (constant bounds)
-        return int(self.index.query(sql, (self.low, value))[0][0])
+        return written == self.index.message_count(self.low, self.high)
 
     def _newest_rows(self) -> list[render.Row]:
-        """Walks the folder index from the end: as cheap in a day of 20,000 as in a day of 20."""
-        sql = (
-            f"SELECT {ROW_COLUMNS} FROM messages WHERE folder >= ? AND folder < ? "  # noqa: S608
-            "ORDER BY folder DESC, position DESC LIMIT ?"
-        )
-        found = self.index.query(sql, (self.low, self.high, self.per_page))
-        return [render.day_row(dict(row), self.zone) for row in found]
+        rows = self.index.day_rows(self.low, self.high, self.per_page, newest=True)
+        return [render.day_row(row, self.zone) for row in rows]
 
     def _full_pages(self, first: int, full: int) -> Iterator[list[render.Row]]:
         """The rows of full pages ``first`` to ``full`` (0-based), oldest page first, each newest first: one
         walk of the folder index from the first one's start, not one per page."""
-        sql = (
-            f"SELECT {ROW_COLUMNS} FROM messages WHERE folder >= ? AND folder < ? "  # noqa: S608
-            "ORDER BY folder, position LIMIT ? OFFSET ?"
-        )
-        found = self.index.query(
-            sql, (self.low, self.high, (full - first) * self.per_page, first * self.per_page)
+        found = self.index.day_rows(
+            self.low, self.high, (full - first) * self.per_page, first * self.per_page
         )
         for start in range(0, len(found), self.per_page):
             page = found[start : start + self.per_page]
-            yield [render.day_row(dict(row), self.zone) for row in reversed(page)]
+            yield [render.day_row(row, self.zone) for row in reversed(page)]
 
     def _write_full(self, chunk: int, full: int, rows: list[render.Row]) -> None:
         self.labels[chunk + 1] = f"{rows[-1].time[:5]} to {rows[0].time[:5]}"
@@ -155,12 +135,7 @@ class DayPages:
         ]
 
     def _look_up_labels(self, full: int) -> None:
-        sql = (
-            "SELECT n, folder FROM (SELECT folder, row_number() OVER (ORDER BY folder, position) AS n "
-            "FROM messages WHERE folder >= ? AND folder < ?) WHERE n <= ? AND (n % ? IN (0, 1))"
-        )
-        found = self.index.query(sql, (self.low, self.high, full * self.per_page, self.per_page))
-        edges = {int(n): str(folder) for n, folder in found}
+        edges = self.index.page_edges(self.low, self.high, full * self.per_page, self.per_page)
         for number in range(1, full + 1):
             start = edges.get((number - 1) * self.per_page + 1)
             end = edges.get(number * self.per_page)
@@ -213,6 +188,8 @@ class RootPage:
             reasons=self._reasons(),
             generated="",
             outputs=[part for part in status_parts(self.settings, self.spool) if part.active],
+            node=self.index.node,
+            nodes=self._nodes(),
         )
 
     def _days(self, state: State) -> list[render.DayCount]:
@@ -231,17 +208,17 @@ class RootPage:
 
     def _count(self, state: State, day: str) -> int:
         if (state, day) not in self._counts:
-            sql = "SELECT count(DISTINCT folder) FROM messages WHERE folder >= ? AND folder < ?"
-            self._counts[state, day] = int(self.index.query(sql, day_range(state, day))[0][0])
+            self._counts[state, day] = self.index.folder_count(*day_range(state, day))
         return self._counts[state, day]
 
     def _reasons(self) -> list[tuple[str, int]]:
-        sql = (
-            "SELECT reason, count(DISTINCT folder) AS n FROM messages WHERE folder >= ? "
-            "AND folder < ? GROUP BY reason ORDER BY n DESC LIMIT ?"
-        )
-        rows = self.index.query(sql, (*state_range(State.FAILED), REASONS_SHOWN))
-        return [(str(reason), int(n)) for reason, n in rows]
+        return self.index.failure_reasons(*state_range(State.FAILED), REASONS_SHOWN)
+
+    def _nodes(self) -> list[render.NodeSeen]:
+        """The VMs filing into the index (this one first), when it is shared with others."""
+        seen = [render.NodeSeen(str(row["node"]), str(row["last_seen"] or "?")) for row in self.index.nodes()]
+        others = [node for node in seen if node.name != self.index.node]
+        return [render.NodeSeen(self.index.node, "now"), *others] if others else []
 
 
 def _age(oldest: str | None) -> float:
