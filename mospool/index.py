@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mospool.durable import create_private
 from mospool.store import FILED_STATES, Folder, Records, State
 from mospool.store.layout import INDEX_FILE
 
@@ -94,6 +95,7 @@ class Index:
         self.path = self.root / INDEX_FILE
         self._lock = threading.Lock()
         self._claims: dict[str, str] = {}  # dedup key -> the postback processing it now
+        create_private(self.path)  # 0640 whatever the umask; SQLite gives its -wal and -shm the same mode
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mospool.durable import DIR_MODE, replace_file, write_new
+from mospool.durable import make_private_dir, replace_file, write_new
 from mospool.store.postback import decode_frame, encode, sealed
 
 OUTBOX = "outbox"
@@ -103,7 +103,7 @@ class Outbox:
 
     def create(self) -> None:
         for folder in (self.pending, self.undelivered):
-            folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            make_private_dir(folder, parents=True)
         self._migrate()
 
     def exists(self) -> bool:

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from mospool.durable import (
-    DIR_MODE,
     FilesystemSync,
     GroupSync,
     fsync_dir,
+    make_private_dir,
     unlink_quietly,
     write_file,
     write_new,
@@ -68,7 +68,7 @@ class Spool:
         """Make every folder (idempotent) and check the spool takes writes; raises SpoolError if not."""
         for state in STATES:
             try:
-                (self.root / state).mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+                make_private_dir(self.root / state, parents=True)
             except OSError as exc:
                 raise SpoolError(f"cannot create spool folder {self.root / state}: {exc}") from exc
         for state in STATES:
@@ -117,7 +117,7 @@ class Spool:
     def build_dir(self, postback_id: str) -> Path:
         """work/<id>/: where a record folder is assembled (and media kept between retries)."""
         path = self.work / postback_id
-        path.mkdir(mode=DIR_MODE, exist_ok=True)
+        make_private_dir(path)
         return path
 
     def clear_build(self, build: Path) -> None:
@@ -146,7 +146,7 @@ class Spool:
         """Rename a durable build folder to <state>/YYYY-MM-DD/<id>; the caller fsyncs the parent."""
         target = self.record_dir(state, build.name)
         if not target.parent.is_dir():
-            target.parent.mkdir(mode=DIR_MODE, exist_ok=True)
+            make_private_dir(target.parent)
             fsync_dir(target.parent.parent)
         os.rename(build, target)
         return target
@@ -249,6 +249,21 @@ class Spool:
 
     def deferred_count(self) -> int:
         return sum(1 for _ in os.scandir(self.deferred)) if self.deferred.is_dir() else 0
+
+    def write_problem(self) -> str | None:
+        """Why this user cannot write the spool (a folder it may not write, a read-only or full filesystem),
+        found by writing and removing a small file in tmp/; None when it can."""
+        for state in STATES:
+            folder = self.root / state
+            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+                return f"{folder} is not writable by this user"
+        probe = self.tmp / f".status-probe-{os.urandom(6).hex()}"
+        try:
+            write_new(probe, b"can the spool take writes?\n")
+        except OSError as exc:
+            return f"cannot write in {self.tmp}: {exc.strerror or exc}"
+        unlink_quietly(probe)
+        return None
 
     def writable(self) -> bool:
         return os.access(self.tmp, os.W_OK) and os.access(self.incoming, os.W_OK)
