@@ -13,11 +13,12 @@ from xml.etree.ElementTree import Element
 import html5lib
 import pytest
 
+from mospool import unprintable
 from mospool.cli import main as cli_main
 from mospool.config import Settings, load_settings
 from mospool.index import Index, IndexStage
 from mospool.outputs.pages import Pages, rebuild
-from mospool.outputs.pages.record_page import record_page
+from mospool.outputs.pages.record_page import TEXT_LIMIT, record_page
 from mospool.outputs.pages.render import (
     DayCount,
     Overview,
@@ -43,7 +44,6 @@ from tests.pages_spool import (
     ATTRIBUTE,
     HOSTILE_STRINGS,
     LONG_SUBJECT,
-    RTL_EMOJI,
     SCRIPT,
     Filed,
     fill,
@@ -114,10 +114,12 @@ def test_hostile_values_are_shown_as_text(filed: tuple[Spool, Filed]) -> None:
     raw = page.read_text()
     shown = text_of(parse_strictly(page))
     for hostile in HOSTILE_STRINGS:
-        assert hostile in shown
+        assert unprintable.shown(hostile) in shown
     assert SCRIPT not in raw and ATTRIBUTE not in raw
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
-    assert RTL_EMOJI in raw  # escaped markup only: the text itself is kept exactly
+    # the text is kept exactly, but for its bidi controls: shown by name, not obeyed
+    assert "مرحبا بالعالم [U+202E]evil[U+202C] 👍🏽 שלום 🇺🇦" in raw
+    assert "\u202e" not in raw and "\u202c" not in raw
     day = text_of(parse_strictly(spool.processed / page.parent.parent.name / "index.html"))
     assert SCRIPT in day and ATTRIBUTE[:30] in day
 
@@ -143,12 +145,16 @@ def test_a_missing_part_names_its_error_in_plain_words(filed: tuple[Spool, Filed
     assert "gone-1" in shown and "17745550001" in shown  # who sent it, on a failed page too
 
 
-def test_a_50000_character_subject_is_whole_on_its_page_and_cut_in_the_day(
+def test_a_50000_character_subject_is_cut_on_its_page_and_in_the_day_and_whole_in_the_record(
     filed: tuple[Spool, Filed],
 ) -> None:
     spool, ids = filed
     page = page_of(spool, "processed", ids.long_subject)
-    assert LONG_SUBJECT in text_of(parse_strictly(page))
+    shown = text_of(parse_strictly(page))
+    assert "S" * TEXT_LIMIT in shown and "S" * (TEXT_LIMIT + 1) not in shown and "<b>end</b>" not in shown
+    assert "The subject is cut short here: the whole of it is in the body and in the message file" in shown
+    assert len(page.read_bytes()) < TEXT_LIMIT + 16 * 1024
+    assert read_folder(page.parent, State.PROCESSED).messages[0]["subject"] == LONG_SUBJECT
     day = (page.parent.parent / "index.html").read_text()
     assert "S" * 200 not in day
     assert len(day.encode()) < 64 * 1024
