@@ -48,6 +48,7 @@ class Media:
 
     parts: list[dict[str, Any]]
     texts: list[str] = field(default_factory=list)
+    not_fetched: int = 0  # parts beyond [media] max_parts: named in fields (and the body), not downloaded
 
 
 def messages(
@@ -78,6 +79,8 @@ def messages(
             message["media"] = parts.parts
             if parts.texts and not message["text"]:
                 message["text"] = "\n".join(parts.texts)
+            if parts.not_fetched:
+                message["media_not_fetched"] = parts.not_fetched
         if batch:
             message["batch_position"] = position
         result.append(message)
