@@ -84,7 +84,7 @@ class Downloader:
             try:
                 return self._follow(url, index, media_dir, limit, budget or Budget(None))
             except MediaError as error:
-                if limit.cut:
+                if limit.cut or (error.timed_out and limit.remaining() == 0):
                     raise _timed_out(url, settings) from error
                 raise
 
@@ -161,10 +161,14 @@ def _timed_out(url: str, settings: MediaSettings) -> MediaError:
 
 
 def _connection_error(url: str, exc: BaseException) -> MediaError:
-    stuck = isinstance(exc, urllib3.exceptions.TimeoutError | socket.timeout) and not isinstance(
+    return MediaError(url, f"connection failed: {exc!r}", permanent=False, timed_out=_is_timeout(exc))
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A socket timeout, not a refusal (urllib3 makes NewConnectionError a ConnectTimeoutError)."""
+    return isinstance(exc, urllib3.exceptions.TimeoutError | socket.timeout) and not isinstance(
         exc, NewConnectionError
     )
-    return MediaError(url, f"connection failed: {exc!r}", permanent=False, timed_out=stuck)
 
 
 def _discard(response: Response) -> None:
@@ -246,7 +250,10 @@ def _stream(
             try:
                 chunk = response.read1(CHUNK)  # one recv at most, so the deadline is checked between them
             except (HTTPError, OSError) as exc:
-                raise MediaError(url, f"download interrupted: {exc!r}", permanent=False) from exc
+                stuck = _is_timeout(exc)
+                raise MediaError(
+                    url, f"download interrupted: {exc!r}", permanent=False, timed_out=stuck
+                ) from exc
             if not chunk:
                 break
             size += len(chunk)

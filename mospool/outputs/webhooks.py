@@ -213,10 +213,14 @@ class WebhookClient:
                 )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 return Answer(False, self._failure(limit, exc), transient=True)
+            if limit.cut:  # while the headers came: what looks like an answer may be a part of one
+                response.close()
+                response.release_conn()
+                return Answer(False, self._failure(limit, None), transient=True)
             return self._answer(response, limit)
 
-    def _failure(self, limit: deadline.Deadline, exc: BaseException) -> str:
-        if limit.cut:
+    def _failure(self, limit: deadline.Deadline, exc: BaseException | None) -> str:
+        if limit.cut or limit.remaining() == 0:
             return f"timed out: no whole answer within timeout_seconds ({self.timeout_seconds:g})"
         return f"{type(exc).__name__}: {exc}"
 
