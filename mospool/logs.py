@@ -20,15 +20,16 @@ CONTINUATION = "\n    | "  # a traceback's lines, under the record they belong t
 class EscapingFormatter(logging.Formatter):
     """A record on one line, whatever its message holds; a traceback indented below it."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = escaped(record.message)
-        return super().formatMessage(record)
-
-    def formatException(self, ei: logging._SysExcInfoType) -> str:
-        return _indented(super().formatException(ei))
-
-    def formatStack(self, stack_info: str) -> str:
-        return _indented(super().formatStack(stack_info))
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = escaped(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        # The traceback is formatted afresh: another handler may have cached its raw text in exc_text.
+        below = [self.formatException(record.exc_info)] if record.exc_info else []
+        if record.stack_info:
+            below.append(self.formatStack(record.stack_info))
+        return "".join([text, *("\n" + _indented(block) for block in below)])
 
 
 def _indented(text: str) -> str:
