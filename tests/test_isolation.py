@@ -8,11 +8,7 @@ far less than the hostile remote's deadline, so a worker whose threads waited on
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,29 +17,13 @@ from mospool.store import Spool, State
 from tests.build import JPEG, mms, publish, read_json, sms
 from tests.hostile import SLOW_HEADERS, Hostile
 from tests.origin import Origin, Reply
-from tests.servers import REPO, write_config
+from tests.servers import worker_process, write_config
 from tests.webhook_app import SECRET
 
 pytestmark = pytest.mark.slow  # the worker as a process, and remotes that wait out their deadlines
 
 STUCK_DEADLINE = 20  # seconds: [media] and [forward] timeout_seconds
 WINDOW = 10.0  # every unrelated postback is filed within this, well before a stuck one could end
-
-
-@contextmanager
-def worker_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as output:
-        worker = subprocess.Popen(
-            [sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO, stderr=output
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "watching" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield worker
-    finally:
-        worker.terminate()
-        worker.wait(60)
 
 
 def filed(spool: Spool, ids: list[str]) -> int:

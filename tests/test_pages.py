@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import shutil
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -421,3 +422,32 @@ def test_the_root_page_shows_webhooks_waiting_and_undelivered(spool: Spool) -> N
     assert "Webhooks 2 in outbox/, 1 undelivered" in shown
     assert "1 webhooks in undelivered/ (list undelivered, redeliver)" in shown
     index.close()
+
+
+BIDI_AND_NUL = "+1 555 \u202e0001\u202c\u2066x\u2069\x00end"
+
+
+def test_bidi_controls_and_nul_are_shown_not_obeyed_in_record_day_pages_and_titles(
+    make_worker: Callable[..., Worker],
+) -> None:
+    worker = make_worker()  # pages on
+    body = sms_json(sender=BIDI_AND_NUL, tracking=BIDI_AND_NUL, text=BIDI_AND_NUL)
+    postback_id = publish(worker.spool, body)
+    worker.drain()
+    worker.close()
+    record = worker.spool.record_dir(State.PROCESSED, postback_id)
+    shown = "+1 555 [U+202E]0001[U+202C][U+2066]x[U+2069][U+0000]end"
+    for page in (record / "index.html", record.parent / "index.html"):
+        raw = page.read_text()
+        assert not any(char in raw for char in "\u202e\u202c\u2066\u2069\x00"), page
+        assert shown[:24] in text_of(parse_bytes(page.read_bytes())), page
+    title = parse_strictly(record / "index.html").find(f"{HTML}head/{HTML}title")
+    assert title is not None and title.text is not None
+    assert title.text.startswith(f"SMS from {shown}")
+
+
+def sms_json(sender: str, tracking: str, text: str) -> bytes:
+    return json.dumps(
+        {"origin": "SMS_MO", "code": "N211", "from": sender, "to": "28444", "tracking-id": tracking,
+         "message-text": text}
+    ).encode()  # fmt: skip

@@ -253,16 +253,16 @@ class Spool:
     def write_problem(self) -> str | None:
         """Why this user cannot write the spool (a folder it may not write, a read-only or full filesystem),
         found by writing and removing a small file in tmp/; None when it can."""
-        for state in STATES:
-            folder = self.root / state
-            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
-                return f"{folder} is not writable by this user"
         probe = self.tmp / f".status-probe-{os.urandom(6).hex()}"
         try:
             write_new(probe, b"can the spool take writes?\n")
         except OSError as exc:
             return f"cannot write in {self.tmp}: {exc.strerror or exc}"
         unlink_quietly(probe)
+        for state in STATES:
+            folder = self.root / state
+            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+                return f"{folder} is not writable by this user"
         return None
 
     def writable(self) -> bool:
