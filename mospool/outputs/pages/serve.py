@@ -168,8 +168,10 @@ class _Handler(BaseHTTPRequestHandler):
         if target is None or not target.exists():
             return self._send(HTTPStatus.NOT_FOUND, b"404 Not Found\n", "text/plain", body)
         if target.is_dir():
-            if not urllib.parse.urlsplit(self.path).path.endswith("/"):
-                return self._redirect(urllib.parse.urlsplit(self.path).path + "/")
+            path = urllib.parse.urlsplit(self.path).path
+            if not path.endswith("/"):  # as nginx does: to the folder, by an absolute URL
+                host = self.headers.get("Host") or f"127.0.0.1:{self.server.server_address[1]}"
+                return self._redirect(f"http://{host}{path}/")
             page = target / PAGE
             return self._file(page, body) if page.is_file() else self._listing(target, body)
         return self._file(target, body)
