@@ -41,6 +41,8 @@ from mospool.store.spool import postback_id as id_of
 
 log = logging.getLogger(__name__)
 
+Part = media.MediaFile | media.MediaError
+
 # The startup scan and each rescan take the oldest this-many waiting files: oldest first, flat memory.
 SCAN_BATCH = 5000
 METRICS_EVERY_SECONDS = 5.0
@@ -183,7 +185,7 @@ class Worker:
             self.held.fetched(None)
             raise
 
-    def _resume_soon(self, claimed: Claimed, results: Sequence[Any], started: float) -> None:
+    def _resume_soon(self, claimed: Claimed, results: Sequence[Part], started: float) -> None:
         """Called by the fetcher once the parts are in: the rest of the filing goes back on the pool."""
         try:
             self._pool.submit(self._resume, claimed, results, started)
@@ -191,7 +193,7 @@ class Worker:
             log.info("postback %s: stopping; it is filed after the next start", claimed.id)
             self.held.fetched(claimed.id)
 
-    def _resume(self, claimed: Claimed, results: Sequence[Any], started: float) -> None:
+    def _resume(self, claimed: Claimed, results: Sequence[Part], started: float) -> None:
         try:
             self._run(claimed, started, lambda: self.processor.resume(claimed, results))
         finally:
