@@ -16,7 +16,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 import mospool.outputs  # noqa: F401 (each output registers its config.ini section)
-from mospool import logs
+from mospool import logs, risks
 from mospool.config import CONFIG_ENV, EXIT_CONFIG, ConfigError, config_path, load_settings, spool_problem
 from mospool.receiver import create_app
 from mospool.store import SpoolError
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bind", default="127.0.0.1:8080", help="address to listen on")
     args = parser.parse_args(argv)
     os.environ[CONFIG_ENV] = str(config_path(args.config).resolve())
-    build_app()  # fail fast, in this process, on a bad config
+    checked = build_app()  # fail fast, in this process, on a bad config
+    risks.warn(checked.extensions["mospool"]["settings"])  # once, here, not in each gunicorn worker
     options = {
         "bind": args.bind,
         "worker_class": "gthread",

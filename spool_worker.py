@@ -15,8 +15,9 @@ import sqlite3
 import sys
 import threading
 
-from mospool import logs
+from mospool import logs, risks
 from mospool.config import CONFIG_ENV, EXIT_CONFIG, ConfigError, config_path, load_settings, spool_problem
+from mospool.english import counted
 from mospool.store import SpoolError
 from mospool.worker import Worker
 
@@ -42,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.Error as exc:  # e.g. a full disk: the WAL files cannot be created; systemd retries
         print(f"mo-spool worker: cannot open the index in {settings.spool.dir}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    risks.warn(settings)
     if args.once:
         worker.recover()
         handled = worker.drain()
-        log.info("--once: handled %d postbacks", handled)
+        log.info("--once: handled %s", counted(handled, "postback"))
         worker.close()
         return 0
 

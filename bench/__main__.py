@@ -6,10 +6,10 @@ import argparse
 import os
 import platform
 
-from bench import forward_bench, pages_bench, receiver_bench, worker_bench
+from bench import forward_bench, neighbour_bench, pages_bench, receiver_bench, worker_bench
 from bench.filesystem import fresh_ext4
 
-PARTS = ("receiver", "worker", "media", "webhooks", "scale", "pages")
+PARTS = ("receiver", "worker", "media", "webhooks", "scale", "pages", "neighbour")
 Row = tuple[str, float, float, float | None, str]
 
 
@@ -24,9 +24,16 @@ def main() -> None:
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}"
     )
+    print(f"load average at the start: {load_average()}")
     with fresh_ext4() as where:
         print(f"spools on: {where}")
         run(scale, args.quick, args.only or PARTS)
+    print(f"load average at the end: {load_average()}")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: a shared machine's figures say how busy it was."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def run(scale: int, quick: bool, parts: tuple[str, ...] | list[str]) -> None:
@@ -41,7 +48,7 @@ def run(scale: int, quick: bool, parts: tuple[str, ...] | list[str]) -> None:
                 plain["mospool"],
                 plain["baseline"],
                 None,
-                "baseline: minimal durable filer",
+                ">= 1.5 x minimal durable filer",
             )
         )
     if "media" in parts:
@@ -54,10 +61,27 @@ def run(scale: int, quick: bool, parts: tuple[str, ...] | list[str]) -> None:
         print()
         print(
             f"worker with {100_000 // scale} waiting: first record after {scale_run['first_record_seconds']:.2f} s"
-            f" (target < 2 s), peak RSS {scale_run['peak_rss_mb']:.0f} MB (target < 150 MB)"
+            f" (target < 1 s), peak RSS {scale_run['peak_rss_mb']:.0f} MB (target < 100 MB)"
         )
     if "pages" in parts:
         run_pages(scale)
+    if "neighbour" in parts:
+        run_neighbour(3_000 // scale)
+
+
+def run_neighbour(count: int) -> None:
+    result = neighbour_bench.measure(count)
+    print()
+    for side, what in (
+        ("alone", "alone"),
+        ("shared", f"with a neighbour writing {neighbour_bench.NEIGHBOUR_MB} MB files"),
+    ):
+        worker, filer = result[f"worker_{side}"], result[f"filer_{side}"]
+        print(
+            f"worker --once vs minimal filer, {count} postbacks on a fresh ext4, {what}: worker {worker:.0f}/s,"
+            f" filer {filer:.0f}/s, ratio {worker / filer:.2f}"
+            + (" (target >= 1.0)" if side == "shared" else "")
+        )
 
 
 def run_pages(scale: int) -> None:
@@ -68,7 +92,7 @@ def run_pages(scale: int) -> None:
     print()
     print(
         f"worker daemon, {count} more into a day of {day}: {on:.1f} postbacks/s with pages, {off:.1f} without:"
-        f" ratio {on / off:.2f} (target >= 0.9)"
+        f" ratio {on / off:.2f} (target >= 0.95)"
     )
     print("largest pages (bytes): " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()))
 
@@ -82,7 +106,7 @@ def receiver_rows(quick: bool) -> list[Row]:
             mine["serial_p50_ms"],
             durable["serial_p50_ms"],
             hello["serial_p50_ms"],
-            "<= 1.15 x (b)",
+            "<= 1.05 x (b)",
         ),
         (
             "receiver, 1 conn: p99 latency (ms)",
@@ -97,7 +121,7 @@ def receiver_rows(quick: bool) -> list[Row]:
             mine["parallel16_rps"],
             durable["parallel16_rps"],
             hello["parallel16_rps"],
-            ">= 0.9 x (b)",
+            ">= 0.95 x (b)",
         ),
     ]
 
@@ -113,7 +137,7 @@ def media_row(count: int, parallel: int) -> Row:
         media["mospool"],
         media["baseline"],
         None,
-        ">= 0.8 x pooled client",
+        ">= 0.9 x pooled client",
     )
 
 
@@ -125,7 +149,7 @@ def webhooks_row(count: int, rounds: int) -> Row:
         webhooks["mospool"],
         webhooks["baseline"],
         None,
-        ">= 0.8 x plain urllib3 pool",
+        ">= 0.9 x plain urllib3 pool",
     )
 
 

@@ -13,11 +13,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 SIZE_BYTES = 8 * 2**30  # sparse: only what the benchmarks write takes space
+HOST_TMP = tempfile.gettempdir()  # where the images go: never inside another fresh filesystem
 
 
 @contextmanager
@@ -26,7 +28,7 @@ def fresh_ext4() -> Iterator[str]:
     if not (shutil.which("mkfs.ext4") and shutil.which("mount")) or os.geteuid() != 0:
         yield f"{tempfile.gettempdir()} (not root: no fresh filesystem)"
         return
-    with tempfile.TemporaryDirectory(prefix="mospool-bench-") as holder:
+    with tempfile.TemporaryDirectory(prefix="mospool-bench-", dir=HOST_TMP) as holder:
         image, mount_point = Path(holder) / "ext4.img", Path(holder) / "fs"
         mount_point.mkdir()
         with image.open("wb") as handle:
@@ -38,4 +40,13 @@ def fresh_ext4() -> Iterator[str]:
             yield f"fresh ext4 with a journal on a loop device ({mount_point})"
         finally:
             tempfile.tempdir = previous
-            subprocess.run(["umount", str(mount_point)], check=True)
+            unmount(mount_point)
+
+
+def unmount(mount_point: Path) -> None:
+    """Unmount, waiting a little for a process that was just killed to let go of its files."""
+    for _ in range(30):
+        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode == 0:
+            return
+        time.sleep(1)
+    subprocess.run(["umount", str(mount_point)], check=True)

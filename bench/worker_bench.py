@@ -34,7 +34,8 @@ def fill_incoming(
     start: dt.datetime | None = None,
     first: int = 0,
 ) -> None:
-    """Write count postback files straight into incoming/ (set-up speed; the receiver is benched apart).
+    """Write count postback files straight into incoming/ (set-up speed; the receiver is benched apart),
+    then sync them, as the receiver would have: no side's first sync pays for the set-up's writes.
 
     Postback n (from ``first``) has its own sender and tracking id, so none is a duplicate of another.
     """
@@ -48,6 +49,7 @@ def fill_incoming(
         }  # fmt: skip
         postback_id = new_id(now)
         (incoming / f"{postback_id}.postback").write_bytes(encode({**meta, "id": postback_id}, body))
+    os.sync()
 
 
 def postback_body(n: int, media_base: str | None) -> bytes:
@@ -67,7 +69,7 @@ def write_config(
     config = root / "config.ini"
     config.write_text(
         f"[spool]\ndir = {spool}\n{worker}[media]\nallow_private_networks = yes\n"
-        f"parallel_downloads = {parallel_downloads}\n[logging]\nlevel = WARNING\n"
+        f"parallel_downloads = {parallel_downloads}\n[logging]\nlevel = ERROR\n"
     )
     return config
 

@@ -42,17 +42,22 @@ limit_request_field_size = 8190
 
 def on_starting(server: Any) -> None:
     """Check the config and the spool in the arbiter, before any worker: a bad one stops gunicorn with
-    status 2, like the worker and the CLI, instead of workers failing to boot being forked again and again."""
+    status 2, like the worker and the CLI, instead of workers failing to boot being forked again and again.
+    Risky settings are warned of here too, once, not by each worker."""
     import sys
 
     import mospool.outputs  # noqa: F401 (each output registers its config.ini section)
+    from mospool import logs, risks
     from mospool.config import EXIT_CONFIG, ConfigError, config_path, load_settings, spool_problem
     from mospool.store import Spool, SpoolError
 
     config = config_path()
     try:
-        Spool(load_settings(config).spool.dir).create()
+        settings = load_settings(config)
+        Spool(settings.spool.dir).create()
     except (ConfigError, SpoolError) as exc:
         message = spool_problem(exc, config) if isinstance(exc, SpoolError) else str(exc)
         print(f"mo-spool receiver: {message}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
+    logs.configure(settings.log_level)
+    risks.warn(settings)

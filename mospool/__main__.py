@@ -1,4 +1,4 @@
-"""`python -m mospool`: the operator CLI (see mospool/cli.py)."""
+"""`python -m mospool`: the operator CLI, as the `mospool` command (see mospool/cli/)."""
 
 import sys
 

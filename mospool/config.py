@@ -31,6 +31,8 @@ CONFIG_ENV = "MOSPOOL_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.ini"
 # What deploy/install.sh writes; the installed `mospool` command reads it when no other config is named.
 INSTALLED_CONFIG = Path("/etc/mo-spool/config.ini")
+# The operator command (pyproject.toml [project.scripts]): every hint, page and doc spells it this one way.
+COMMAND = "mospool"
 # What every entry point exits with when the config or the spool it names is unusable.
 EXIT_CONFIG = 2
 

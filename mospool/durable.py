@@ -19,14 +19,11 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 
 
-def write_new(path: Path, data: bytes) -> None:
+def write_new(path: Path | str, data: bytes) -> None:
     """Create ``path`` (must not exist) with ``data``, mode 0640, fsynced; nothing is left on failure."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
-        os.fchmod(fd, FILE_MODE)  # the umask must not take the group's read bit
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_whole(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -35,14 +32,23 @@ def write_new(path: Path, data: bytes) -> None:
     os.close(fd)
 
 
-def write_file(path: Path, data: bytes, *, sync: bool = True) -> None:
+def write_file(path: Path | str, data: bytes, *, sync: bool = True) -> None:
     """Write a whole file in an unpublished folder, mode 0640, and fsync it unless the caller syncs later."""
-    with path.open("wb") as handle:
-        os.fchmod(handle.fileno(), FILE_MODE)
-        handle.write(data)
-        handle.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        _write_whole(fd, data)
         if sync:
-            os.fsync(handle.fileno())
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_whole(fd: int, data: bytes) -> None:
+    """All of ``data``, however many writes it takes, in a file made 0640 whatever the umask."""
+    os.fchmod(fd, FILE_MODE)  # the umask must not take the group's read bit
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def replace_file(path: Path, data: bytes, suffix: str) -> None:
@@ -98,9 +104,17 @@ def create_private(path: Path) -> None:
         os.close(fd)
 
 
-def unlink_quietly(path: Path) -> None:
+def owned_like(path: Path, model: Path) -> None:
+    """When root (an operator's CLI) makes a file or folder in the spool, it takes ``model``'s owner and
+    group, so the services, which run as the spool's owner, can read and move it."""
+    if os.geteuid() == 0:
+        owner = model.stat()
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
+def unlink_quietly(path: Path | str) -> None:
     with contextlib.suppress(OSError):
-        path.unlink()
+        os.unlink(path)  # noqa: PTH108 (a str or a Path)
 
 
 class FilesystemSync:

@@ -1,24 +1,27 @@
 """Filing: finished postbacks become published record folders, then their outputs are told.
 
-This is the one seam between "a record is filed" and what follows from it. For each ``Filing`` the filer
-writes the folder's files into ``work/<id>/``, builds the ``Folder`` it becomes (once), lets every output
-add what it derives (a page, an outbox entry) through the same ``Batch`` (so it is as durable as the record),
-makes all of it durable, publishes the folder by one rename into ``<state>/YYYY-MM-DD/<id>/``, runs each
-output's ``commit`` stage (the index), and only then calls each output's ``published`` and removes the work
-file.
-Invariants: a published folder is whole; a work file is removed only after its record is durable; the index
-never names an unpublished folder.
+This is the one seam between "a record is filed" and what follows from it. The postback's own thread writes
+its record: the folder's files into ``work/<id>/``, then what every output derives from the ``Folder`` it
+becomes (a page, an outbox entry) through the same ``Batch``. It then hands the record to the committer and
+takes its next postback. The committer thread publishes what was handed in, in groups: one ``syncfs(2)``
+makes every file the group wrote durable at once, one rename per folder publishes it into
+``<state>/YYYY-MM-DD/<id>/``, one fsync per parent folder makes the renames durable, each output's
+``commit`` stage runs (the index: one transaction for the group), and only then each output's ``published``,
+the work files' removal and the caller's ``done``. Invariants: a published folder is whole; a work file is
+removed only after its record is durable and published; the index never names an unpublished folder.
 
-Group commit: the records that the worker's threads hand in while a commit runs are filed together by the
-next one, sharing its syncs: write them all, one syncfs, rename them all, one fsync per parent folder, one
-index transaction.
+Group commit: the records handed in while a commit runs are published by the next one, so commits grow with
+the load. That is also what keeps filing going when another process writes to the same filesystem: a syncfs
+then waits for the neighbour's data too, and the larger groups share that wait (measured in
+docs/performance.md: per-file fsyncs, made by each record's own thread, did worse there and without a
+neighbour).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,26 +29,31 @@ from typing import Protocol
 from mospool.durable import fsync_dir, write_file
 from mospool.index import STORAGE_ERRORS
 from mospool.metrics import Metrics
-from mospool.store import Filing, Folder, Spool
+from mospool.store import Filing, Folder, Spool, State
 
 log = logging.getLogger(__name__)
 
-MAX_GROUP = 256  # records in one commit at most: bounds the work a crash can make us redo
+MAX_GROUP = 1024  # records in one commit at most: bounds one index transaction
+MAX_PENDING = 2048  # records written and not yet published at most: a thread handing in more waits
+
+Done = Callable[[State, BaseException | None], None]
 
 
 class Batch:
-    """The files written for the records being filed together; the filer syncs them all at once."""
+    """The files written for one record and what follows from it; the commit makes them durable (syncfs)."""
 
     def __init__(self, build: Path) -> None:
         self.build = build  # where the record's files are until it is published
+        self.in_record: list[str] = []  # the names written into it so far (media/ aside)
 
     def write(self, path: Path, data: bytes) -> None:
-        """Write a whole new file (mode 0640), made durable with the records of this commit."""
+        """Write a whole new file (mode 0640), made durable by the commit that publishes its record."""
         write_file(path, data, sync=False)
 
     def write_in_record(self, name: str, data: bytes) -> None:
         """A file of the record folder itself (its page): published with it, by the same rename."""
-        self.write(self.build / name, data)
+        write_file(f"{self.build}/{name}", data, sync=False)
+        self.in_record.append(name)
 
 
 class Output(Protocol):
@@ -58,7 +66,8 @@ class Output(Protocol):
         """After publish, inside the commit (the index): a failure here has the records filed again."""
 
     def published(self, folders: Sequence[Folder]) -> None:
-        """After the commit: cheap and non-blocking (mark a view stale, wake a sender)."""
+        """After the commit, on the committer's thread: cheap and non-blocking (mark a view stale, wake a
+        sender)."""
 
     def tick(self) -> None:
         """Called by the worker's loop about once a second, and at the end of a drain: debounced work."""
@@ -72,9 +81,9 @@ class _Job:
     filing: Filing
     build: Path
     work_file: Path
+    done: Done
     folder: Folder | None = None
     error: BaseException | None = None
-    done: bool = False
 
 
 class Filer:
@@ -84,36 +93,33 @@ class Filer:
         self.outputs = list(outputs)
         self._cond = threading.Condition()
         self._waiting: list[_Job] = []
-        self._committing = False
+        self._pending = 0  # handed in and not yet published (waiting, or in the commit that runs)
+        self._committer: threading.Thread | None = None
+        self._stopping = False
 
-    def file(self, filing: Filing, build: Path, work_file: Path) -> Path:
-        """Publish one record folder and remove its work file; returns the published folder.
+    def file(self, filing: Filing, build: Path, work_file: Path, done: Done) -> None:
+        """Write the record now, on this thread, then hand it to the committer and return.
 
-        The calling thread either commits everything handed in so far (its own record among them) or waits
-        for the commit that takes its record.
+        Raises what writing raised (nothing was handed in). ``done(state, error)`` is called on the
+        committer's thread once the record is published and its work file gone (error None), or when the
+        commit failed (the postback is to go back for a later pass).
         """
-        job = _Job(filing, build, work_file)
+        job = _Job(filing, build, work_file, done)
+        self._write(job)
         with self._cond:
+            while self._pending >= MAX_PENDING:
+                self._cond.wait()
             self._waiting.append(job)
-            while not job.done:
-                if self._committing:
-                    self._cond.wait()
-                    continue
-                group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
-                self._committing = True
-                self._cond.release()
-                try:
-                    self._commit(group)
-                finally:
-                    self._cond.acquire()
-                    for done in group:
-                        done.done = True
-                    self._committing = False
-                    self._cond.notify_all()
-        if job.error is not None:
-            raise job.error
-        assert job.folder is not None
-        return job.folder.path
+            self._pending += 1
+            if self._committer is None:
+                self._committer = threading.Thread(target=self._commit_loop, name="filer", daemon=True)
+                self._committer.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything handed in is published (or failed); False if ``timeout`` came first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending == 0, timeout)
 
     def refile(self, path: Path) -> None:
         """A folder published before a crash that came before its commit stage: commit and notify again."""
@@ -126,7 +132,13 @@ class Filer:
         for output in self.outputs:
             output.tick()
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
+        """Publish what was handed in (at most ``timeout`` seconds), stop the committer, close the outputs."""
+        if not self.flush(timeout):
+            log.warning("%d records written, not published at stop: filed at the next start", self._pending)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
         for output in self.outputs:
             output.close()
 
@@ -134,42 +146,51 @@ class Filer:
         for output in self.outputs:
             output.published(folders)
 
-    # --- one commit
+    # --- writing, on the postback's thread
+
+    def _write(self, job: _Job) -> None:
+        filing = job.filing
+        batch = Batch(job.build)
+        self.spool.clear_build(job.build)
+        for name, data in filing.files():
+            batch.write_in_record(name, data)
+        job.folder = filing.as_folder(self.spool.record_dir(filing.state, filing.spool_id))
+        for output in self.outputs:
+            output.prepare(job.folder, batch)
+
+    # --- publishing, on the committer's thread
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._waiting or self._stopping)
+                if not self._waiting:
+                    return
+                group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+            try:
+                self._commit(group)
+            finally:
+                with self._cond:
+                    self._pending -= len(group)
+                    self._cond.notify_all()
 
     def _commit(self, group: list[_Job]) -> None:
-        placed: list[Folder] = []
+        folders: list[Folder] = []
         try:
-            written = [job for job in group if self._write(job)]
             self.spool.sync()
-            placed = [job.folder for job in written if job.folder and self._place(job)]
-            for parent in sorted({folder.path.parent for folder in placed}):
+            folders = [job.folder for job in group if job.folder is not None and self._place(job)]
+            for parent in sorted({folder.path.parent for folder in folders}):
                 fsync_dir(parent)
             for output in self.outputs:
-                output.commit(placed)
-        except STORAGE_ERRORS as exc:  # nothing of this commit is known durable
+                output.commit(folders)
+        except STORAGE_ERRORS as exc:  # not known durable: every record of the group is filed again
             for job in group:
                 job.error = job.error or exc
-            return
-        self.metrics.commits.inc()
-        self.notify(placed)
+        else:
+            self.metrics.commits.inc()
+            self.notify(folders)
         for job in group:
-            if job.error is None:
-                _remove_work_file(job.work_file)
-
-    def _write(self, job: _Job) -> bool:
-        batch = Batch(job.build)
-        filing = job.filing
-        try:
-            self.spool.clear_build(job.build)
-            for name, data in filing.files():
-                batch.write_in_record(name, data)
-            job.folder = filing.as_folder(self.spool.record_dir(filing.state, filing.spool_id))
-            for output in self.outputs:
-                output.prepare(job.folder, batch)
-        except Exception as exc:  # a storage error, or a bug in an output: this record only
-            job.error = exc
-            return False
-        return True
+            self._finished(job)
 
     def _place(self, job: _Job) -> bool:
         try:
@@ -178,6 +199,14 @@ class Filer:
             job.error = exc
             return False
         return True
+
+    def _finished(self, job: _Job) -> None:
+        if job.error is None:
+            _remove_work_file(job.work_file)
+        try:
+            job.done(job.filing.state, job.error)
+        except Exception:  # a caller's bug must not stop the committer
+            log.exception("filing %s: the completion callback failed", job.filing.spool_id)
 
 
 def _remove_work_file(work_file: Path) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 
 from mospool import media, retry
 from mospool.config import Settings
-from mospool.filer import Filer
+from mospool.english import counted
+from mospool.filer import Done, Filer
 from mospool.index import STORAGE_ERRORS, Index
 from mospool.metrics import Metrics
 from mospool.parse import Parsed, ParseError, parse_postback
@@ -69,6 +70,8 @@ class Claimed:
     owners: list[str] = field(default_factory=list)  # each key's owner: this postback, or the earlier one
     retry: dict[str, Any] = field(default_factory=dict)
     plan: dict[int, tuple[list[str], int]] = field(default_factory=dict)  # notice -> (URLs fetched, not)
+    new_build: bool = False  # its build folder was made for this try: no schedule of an earlier one in it
+    done: Done = field(default=lambda state, error: None)  # told when its record is published, or is not
 
     @property
     def id(self) -> str:
@@ -131,7 +134,7 @@ class Processor:
     def _file(self, claimed: Claimed) -> str | Fetch:
         if self._already_filed(claimed):
             return "already filed"
-        claimed.retry = self.spool.retry_schedule(claimed.build)
+        claimed.retry = {} if claimed.new_build else self.spool.retry_schedule(claimed.build)
         self._load(claimed)
         claimed.owners = [self.index.claim(key, claimed.id) for key in claimed.keys]
         if all(owner != claimed.id for owner in claimed.owners):
@@ -245,7 +248,8 @@ class Processor:
         step = retry.after_failure(claimed.retry, parts, waits, self.policy, utc_now())
         claimed.retry = step.state
         if step.give_up:
-            raise Failed("media", f"gave up after {step.attempts} attempts: {parts[0]['error']}", parts)
+            tries = counted(step.attempts, "attempt")
+            raise Failed("media", f"gave up after {tries}: {parts[0]['error']}", parts)
         assert claimed.postback is not None
         self.index.defer(claimed.keys, claimed.id, claimed.postback.meta["received_at"])
         self.spool.set_retry_schedule(claimed.build, claimed.retry)
@@ -268,7 +272,7 @@ class Processor:
         )
 
     def _publish(self, claimed: Claimed, filing: Filing) -> None:
-        self.filer.file(filing, claimed.build, claimed.work_file)
+        self.filer.file(filing, claimed.build, claimed.work_file, claimed.done)
 
     def _file_duplicate(self, claimed: Claimed, original: str) -> str:
         assert claimed.postback is not None

@@ -10,9 +10,11 @@ import datetime as dt
 import hmac
 import ipaddress
 import logging
+import threading
+import time
 from typing import Any
 
-from flask import Flask, Response, abort, jsonify, request
+from flask import Flask, Request, Response, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response as BaseResponse
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # healthz counts at most this many waiting files, so it stays cheap with any backlog.
 HEALTH_SCAN_LIMIT = 10_000
+FREE_SPACE_REFRESH_SECONDS = 0.25
+HEADER_ALLOWANCE = 4096  # the spool file's metadata line, and a block's rounding, counted per postback
 POST_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -37,11 +41,13 @@ def create_app(settings: Settings) -> Flask:
     if settings.receiver.trusted_proxy_count:
         count = settings.receiver.trusted_proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
+    log.info("ready: postbacks to %s are stored in %s", settings.receiver.path, spool.incoming)
     return app
 
 
 def _add_routes(app: Flask, settings: Settings, spool: Spool) -> None:
     receiver = settings.receiver
+    free = FreeSpace(spool)
 
     @app.before_request
     def refuse_outsiders() -> None:
@@ -53,7 +59,7 @@ def _add_routes(app: Flask, settings: Settings, spool: Spool) -> None:
             abort(404)
         if request.method != "POST":
             abort(405, valid_methods=["POST"])
-        return _store(spool, settings)
+        return _store(spool, settings, free)
 
     if receiver.token:
         app.add_url_rule(f"{receiver.path}/<token>", "receive", receive, methods=POST_METHODS)
@@ -82,37 +88,60 @@ def _allowed(address: str | None, networks: tuple[Any, ...]) -> bool:
     return any(ip in network for network in networks)
 
 
-def _store(spool: Spool, settings: Settings) -> Response:
-    body = _read_body(settings.receiver.max_body_bytes)
+class FreeSpace:
+    """The spool's free space for the requests of one process: read at most every ``refresh`` seconds, less
+    what this process wrote since, so the check costs no system call per request. Other writers' bytes show
+    at the next read, at most ``refresh`` seconds later; a write that fails for want of space is a 503
+    anyway."""
+
+    def __init__(self, spool: Spool, refresh: float = FREE_SPACE_REFRESH_SECONDS) -> None:
+        self.spool = spool
+        self.refresh = refresh
+        self._lock = threading.Lock()
+        self._free = 0
+        self._read_at = float("-inf")
+
+    def take(self, size: int, minimum: int) -> bool:
+        """Whether ``size`` more bytes leave at least ``minimum`` free; if so, counts them as written."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._read_at >= self.refresh:
+                self._free, self._read_at = self.spool.free_bytes(), now
+            if self._free - size < minimum:
+                self._read_at = float("-inf")  # read again next time: space may come back at once
+                return False
+            self._free -= size
+            return True
+
+
+def _store(spool: Spool, settings: Settings, free: FreeSpace) -> Response:
+    req = request._get_current_object()  # type: ignore[attr-defined]  # once, not through the proxy each time
+    body = _read_body(req, settings.receiver.max_body_bytes)
     if not body:
         abort(400, "empty body")
     try:
-        if spool.free_bytes() < settings.receiver.min_free_bytes:
+        if not free.take(len(body) + HEADER_ALLOWANCE, settings.receiver.min_free_bytes):
             raise OSError("free space below min_free_bytes")
         now = dt.datetime.now(dt.UTC)
-        postback_id = spool.publish(_request_meta(settings, now), body, new_id(now))
+        postback_id = spool.publish(_request_meta(req, settings, now), body, new_id(now))
     except OSError as exc:
         log.error("not stored (answering 503 so Sinch retries): %s", exc)
         return _unavailable(settings)
     log.info(
-        "stored %s bytes=%d remote=%s type=%s",
-        postback_id,
-        len(body),
-        request.remote_addr,
-        request.content_type,
+        "stored %s bytes=%d remote=%s type=%s", postback_id, len(body), req.remote_addr, req.content_type
     )
     return Response("OK\n", status=200, mimetype="text/plain")
 
 
-def _read_body(limit: int) -> bytes:
+def _read_body(req: Request, limit: int) -> bytes:
     """The whole body, or 413 past ``limit``.
 
     Read from wsgi.input by hand: Werkzeug's max_content_length silently truncates a chunked body at the
     limit, and a truncated postback answered with 200 would be a lost message.
     """
-    if request.content_length is not None and request.content_length > limit:
+    if req.content_length is not None and req.content_length > limit:
         abort(413)
-    stream = request.environ["wsgi.input"]
+    stream = req.environ["wsgi.input"]
     parts: list[bytes] = []
     size = 0
     while size <= limit:
@@ -132,16 +161,16 @@ def _unavailable(settings: Settings) -> Response:
     return response
 
 
-def _request_meta(settings: Settings, now: dt.datetime) -> dict[str, Any]:
+def _request_meta(req: Request, settings: Settings, now: dt.datetime) -> dict[str, Any]:
     return {
         "received_at": now.isoformat(),
-        "remote_addr": request.remote_addr,
-        "method": request.method,
+        "remote_addr": req.remote_addr,
+        "method": req.method,
         "path": settings.receiver.path,  # never the token that may follow it
-        "query_string": request.query_string.decode("latin-1"),
-        "content_type": request.content_type,
-        "user_agent": request.user_agent.string or None,
-        "content_length": request.content_length,
+        "query_string": req.query_string.decode("latin-1"),
+        "content_type": req.content_type,
+        "user_agent": req.headers.get("User-Agent") or None,
+        "content_length": req.content_length,
     }
 
 

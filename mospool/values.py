@@ -7,6 +7,7 @@ import configparser
 import ipaddress
 import math
 import urllib.parse
+import zoneinfo
 from collections.abc import Callable
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -125,4 +126,18 @@ def http_url(raw: str) -> str:
     parts = urllib.parse.urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
+    return raw
+
+
+def time_zone(raw: str) -> str:
+    """UTC (also when empty), or an IANA time zone name the system's zoneinfo knows."""
+    if raw in ("", "UTC"):
+        return "UTC"
+    try:
+        zoneinfo.ZoneInfo(raw)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            "must be UTC or an IANA time zone name such as Europe/Paris or America/New_York "
+            "(from the system's tzdata)"
+        ) from None
     return raw

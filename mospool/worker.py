@@ -28,6 +28,7 @@ from watchdog.observers import Observer
 
 from mospool import media, retry
 from mospool.config import Settings
+from mospool.english import counted
 from mospool.filer import Filer, Output
 from mospool.index import STORAGE_ERRORS, Index, IndexStage
 from mospool.inflight import InFlight
@@ -48,6 +49,9 @@ SCAN_BATCH = 5000
 METRICS_EVERY_SECONDS = 5.0
 TICK_SECONDS = 1.0  # how often outputs may do their debounced work
 EXIT_OBSERVER_DIED = 3
+# What the processor hands to the filer, by the state it files in: logged once published.
+OUTCOMES = {State.PROCESSED: "processed", State.DUPLICATES: "duplicate", State.FAILED: "failed"}
+HANDED_TO_THE_FILER = set(OUTCOMES.values())
 
 
 def utc_now() -> dt.datetime:
@@ -70,6 +74,8 @@ class Worker:
         self._pool = ThreadPoolExecutor(settings.worker.concurrency, thread_name_prefix="postback")
         self.held = InFlight()
         self._stop = threading.Event()
+        self._stop_deadline: float | None = None
+        self._ticker: threading.Thread | None = None  # set at stop: until then the filer may publish
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)  # first: what the fetcher hands back now waits
@@ -83,7 +89,11 @@ class Worker:
         released = self.spool.recover()
         removed = self.spool.clean_tmp(self.settings.spool.tmp_grace_seconds)
         if released or removed:
-            log.info("recovered %d claimed postbacks, removed %d stale tmp files", released, removed)
+            log.info(
+                "recovered %s, removed %s",
+                counted(released, "claimed postback"),
+                counted(removed, "stale tmp file"),
+            )
 
     def drain(self) -> int:
         """Process everything waiting (and every retry that is due), then return how many were handled;
@@ -98,6 +108,7 @@ class Worker:
             wait(running)
             self.held.wait_for_fetches(None)
             handled += len(batch)
+        self.filer.flush()
         self.filer.tick()
         self.write_metrics()
         return handled
@@ -149,7 +160,9 @@ class Worker:
             work_file = self.spool.undefer(path) if self.spool.is_deferred(path) else self.spool.claim(path)
             if work_file is None:
                 return outcome
-            claimed = Claimed(work_file, self.spool.build_dir(postback_id))
+            build, new = self.spool.open_build(postback_id)
+            claimed = Claimed(work_file, build, new_build=new)
+            claimed.done = lambda state, error: self._filed(claimed, state, error, started)
             outcome = self._run(claimed, started, lambda: self.processor.handle(claimed))
             return outcome
         finally:
@@ -164,15 +177,10 @@ class Worker:
                 self._fetch(claimed, result, started)
                 return "fetching"
         except STORAGE_ERRORS as exc:  # disk full, I/O error: not the postback's fault
-            log.error(
-                "postback %s: storage error, back to %s/ for a later pass: %s",
-                claimed.id,
-                State.INCOMING,
-                exc,
-            )
-            self._release(claimed)
+            self._release(claimed, exc)
             return "released"
-        self._log(claimed, result, started)
+        if result not in HANDED_TO_THE_FILER:  # those are logged once published (_filed)
+            self._log(claimed, result, started)
         return result
 
     def _fetch(self, claimed: Claimed, fetch: Fetch, started: float) -> None:
@@ -199,8 +207,18 @@ class Worker:
         finally:
             self.held.fetched(claimed.id)
 
-    def _release(self, claimed: Claimed) -> None:
+    def _filed(self, claimed: Claimed, state: State, error: BaseException | None, started: float) -> None:
+        """The filer's word on a record handed to it: published, or not known durable (a later pass)."""
+        if error is not None:
+            self._release(claimed, error)
+        else:
+            self._log(claimed, OUTCOMES[state], started)
+
+    def _release(self, claimed: Claimed, error: BaseException) -> None:
         """Put the postback back in incoming/, wherever a failed step left its file."""
+        log.error(
+            "postback %s: storage error, back to %s/ for a later pass: %s", claimed.id, State.INCOMING, error
+        )
         self.held.release(claimed.id)
         for candidate in (claimed.work_file, claimed.build / claimed.work_file.name):
             if candidate.exists():
@@ -238,20 +256,21 @@ class Worker:
         finally:
             observer.stop()
             self.media.close()  # parts still queued come back as transient: their postbacks are retried
-            self.filer.close()
+            if self._stop_deadline is None:
+                self._stop_deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds
+            self._stop.set()  # also when the observer died: the ticks stop
+            if self._ticker is not None:  # a tick in progress ends before the outputs close
+                self._ticker.join(max(self._stop_deadline - time.monotonic(), 0.0))
+            self.filer.close(timeout=max(self._stop_deadline - time.monotonic(), 0.0))
 
     def _serve(self, hints: queue.SimpleQueue[Path], observer: Any) -> int:
         settings = self.settings.worker
         pool = self._pool
         running: set[Future[str]] = set()
-        next_scan, backlog, next_metrics, next_tick = 0.0, False, 0.0, 0.0
+        next_scan, backlog = 0.0, False
+        self._ticker = threading.Thread(target=self._tick_loop, name="tick", daemon=True)
+        self._ticker.start()
         while not self._stop.is_set():
-            if time.monotonic() >= next_metrics:
-                self.write_metrics()
-                next_metrics = time.monotonic() + METRICS_EVERY_SECONDS
-            if time.monotonic() >= next_tick:
-                self.filer.tick()
-                next_tick = time.monotonic() + TICK_SECONDS
             if not observer.is_alive():
                 log.critical("the inotify observer thread died; exiting so systemd restarts the worker")
                 return EXIT_OBSERVER_DIED
@@ -278,6 +297,19 @@ class Worker:
         pool.shutdown(wait=False, cancel_futures=True)
         return self._finish(running)
 
+    def _tick_loop(self) -> None:
+        """The outputs' debounced work (a day's pages rewritten) and the metrics, on a thread of their own:
+        however long they take, the loop that hands postbacks to the threads never waits for them."""
+        next_metrics = 0.0
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                self.filer.tick()
+                if time.monotonic() >= next_metrics:
+                    self.write_metrics()
+                    next_metrics = time.monotonic() + METRICS_EVERY_SECONDS
+            except Exception:  # an output's bug must not stop the ticks, nor the worker
+                log.exception("an output's tick failed; tried again at the next one")
+
     def _housekeeping(self) -> None:
         """At every periodic rescan: retry what a storage error released, and drop stale tmp/ files.
 
@@ -287,17 +319,17 @@ class Worker:
         self.held.next_pass()
         removed = self.spool.clean_tmp(self.settings.spool.tmp_grace_seconds)
         if removed:
-            log.info("removed %d stale tmp files", removed)
+            log.info("removed %s", counted(removed, "stale tmp file"))
 
     def _finish(self, running: set[Future[str]]) -> int:
-        deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds
+        deadline = self._stop_deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds
         while any(not future.done() for future in running) and time.monotonic() < deadline:
             time.sleep(0.05)
         left = sum(1 for future in running if not future.done()) + self.held.wait_for_fetches(deadline)
         if left:
             log.warning(
-                "%d postbacks still in flight at stop; they go back to %s/ at the next start",
-                left,
+                "%s still in flight at stop; they go back to %s/ at the next start",
+                counted(left, "postback"),
                 State.INCOMING,
             )
         return 0

@@ -17,3 +17,10 @@ venv_setup() {
     fi
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
 }
+
+# The `mospool` console script (pyproject.toml) in .venv/bin, from this checkout (editable: edits apply at
+# once). Its deps are the pinned requirements venv_setup installed.
+venv_command() {
+    [ -x .venv/bin/mospool ] ||
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+}

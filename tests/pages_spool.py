@@ -15,6 +15,8 @@ from tests.origin import Origin, Reply
 
 MEDIA = Path(__file__).resolve().parent / "media"
 JPEG = (MEDIA / "photo.jpg").read_bytes()
+# A delivery-status notice as Sinch documents it: a status, its details, an MMS id, Sinch's timestamp.
+STATUS = (Path(__file__).resolve().parent / "postbacks" / "good" / "xml_mms_mt_n101_xhtml.xml").read_bytes()
 PNG = (MEDIA / "part.png").read_bytes()
 AMR = b"#!AMR\n" + bytes(range(256)) * 4
 
@@ -36,6 +38,7 @@ class Filed:
     duplicate: str
     batch: str
     unreadable: str
+    status: str
 
 
 def publish(spool: Spool, body: bytes, content_type: str = "application/json", seconds: int = 0) -> str:
@@ -95,6 +98,7 @@ def fill(root: Path, origin: Origin) -> Filed:
         duplicate=publish(spool, sms("sms-1", "Where is my order? 📦"), seconds=7),
         batch=publish(spool, BATCH_XML, "application/xml", seconds=8),
         unreadable=publish(spool, b'{"origin": "SMS_MO", "from": "<script>', seconds=9),
+        status=publish(spool, STATUS, "text/xml", seconds=10),
     )
     worker.drain()
     worker.close()

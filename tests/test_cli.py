@@ -84,7 +84,7 @@ def test_status_counts_and_attention(built: Path, capsys: pytest.CaptureFixture[
         "dismissed": 0,
     }  # fmt: skip
     assert code == 1  # a non-empty failed/ needs attention
-    assert status["attention"] == ["1 postbacks in failed/"]
+    assert status["attention"] == ["1 postback in failed/"]
     assert list(status["failures"]) == [next(iter(status["failures"]))]
     assert next(iter(status["failures"])).startswith("parse: ")
     assert status["last_processed_at"] is not None
@@ -155,7 +155,7 @@ def test_find_reaches_duplicates_and_failures_with_their_state(
     assert sorted(row["state"] for row in rows) == ["duplicates", "processed"]
     original = next(row for row in rows if row["state"] == "processed")
     duplicate = next(row for row in rows if row["state"] == "duplicates")
-    assert duplicate["duplicate_of"] == original["spool_id"] and duplicate["from"] == "15550001"
+    assert duplicate["duplicate_of"] == original["id"] and duplicate["from"] == "15550001"
     assert duplicate["folder"].startswith("duplicates/")
     _, (failed,) = cli(built, "find", "--state", "failed", capsys=capsys)
     assert failed["reason"].startswith("parse: ") and failed["folder"].startswith("failed/")
@@ -329,7 +329,7 @@ def test_show_purge_and_reindex_print_text_without_json(
 
 def test_show_lists_nested_fields_as_indented_lines(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (row,) = cli(built, "find", "--tracking-id", "cli-1", "--state", "processed", capsys=capsys)[1]
-    main(["--config", str(built), "show", row["spool_id"]])
+    main(["--config", str(built), "show", row["id"]])
     out = capsys.readouterr().out
     assert "\nmessage:\n  schema: 1\n" in out
     assert "\n  tracking_id: cli-1\n" in out and "\n    tracking-id: cli-1\n" in out  # message.fields
@@ -350,6 +350,25 @@ def test_status_ellipsizes_a_long_reason(
     assert len(reason) == 80 and reason.endswith("…") and full.startswith(reason[:-1])
     main(["--config", str(config), "status"])
     assert f"  {1:>5}  {reason}\n" in capsys.readouterr().out
+
+
+def test_list_find_and_show_name_a_postback_and_its_folder_alike(
+    built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One vocabulary: ``id`` is the postback's id, ``folder`` its folder relative to the spool line above."""
+    _, (found,) = cli(built, "find", "--tracking-id", "cli-2", capsys=capsys)
+    _, listed = cli(built, "list", "processed", capsys=capsys)
+    (row,) = [row for row in listed if row["id"] == found["id"]]
+    _, shown = cli(built, "show", found["id"], capsys=capsys)
+    assert row["folder"] == found["folder"] == shown["folder"]
+    assert found["folder"] == f"processed/{dt.date.today().isoformat()}/{found['id']}"
+    assert found["page"] == found["folder"] + "/index.html"
+    assert found["day"] == f"processed/{dt.date.today().isoformat()}/index.html"
+    assert (built.parent / "spool" / found["page"]).is_file()
+    for result in (found, row, shown):
+        assert not {"spool_id", "path"} & set(result)
+    main(["--config", str(built), "find", "--tracking-id", "cli-2"])
+    assert f"  folder={found['folder']}  day={found['day']}  page={found['page']}" in capsys.readouterr().out
 
 
 def test_find_says_from_and_to_like_list(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -414,7 +433,7 @@ def test_dismiss_moves_a_failed_record_whole_out_of_the_alert(
     files = sorted(str(p.relative_to(failed)) for p in failed.rglob("*"))
     code, dismissed = cli(config, "dismiss", failed.name[:-2], capsys=capsys)
     target = copy / "dismissed" / failed.parent.name / failed.name
-    assert code == 0 and dismissed == [{"id": failed.name, "dismissed": str(target)}]
+    assert code == 0 and dismissed == [{"id": failed.name, "folder": str(target.relative_to(copy))}]
     assert not failed.exists()
     assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == files
     code, status = cli(config, "status", capsys=capsys)
@@ -425,9 +444,7 @@ def test_dismiss_moves_a_failed_record_whole_out_of_the_alert(
     _, listed = cli(config, "list", "dismissed", capsys=capsys)
     assert [row["id"] for row in listed] == [failed.name]
     _, found = cli(config, "find", "--state", "dismissed", capsys=capsys)
-    assert [(row["spool_id"], row["folder"]) for row in found] == [
-        (failed.name, str(target.relative_to(copy)))
-    ]
+    assert [(row["id"], row["folder"]) for row in found] == [(failed.name, str(target.relative_to(copy)))]
     assert main(["--config", str(config), "dismiss", failed.name]) == 2  # no longer in failed/
     assert "only failed postbacks can be dismissed" in capsys.readouterr().err
     assert main(["--config", str(config), "retry", failed.name]) == 2

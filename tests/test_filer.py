@@ -11,7 +11,6 @@ import pytest
 from mospool.config import WorkerSettings
 from mospool.filer import Batch
 from mospool.outputs import BaseOutput
-from mospool.process import Claimed
 from mospool.store import SUFFIX, Folder, Spool, State
 from mospool.worker import Worker
 from tests.build import publish, read_json, sms
@@ -37,36 +36,75 @@ def worker_for(make_worker: Callable[..., Worker], outputs: Outputs, concurrency
     return make_worker([outputs], worker=WorkerSettings(concurrency=concurrency))
 
 
-def test_records_handed_in_during_a_commit_share_the_next_one(make_worker: Callable[..., Worker]) -> None:
-    outputs = Outputs()
+class HeldCommit(Outputs):
+    """Holds the first commit until ``release`` is set, and remembers who each commit published."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.groups: list[list[str]] = []
+
+    def commit(self, folders: Sequence[Folder]) -> None:
+        self.groups.append(sorted(folder.spool_id for folder in folders))
+        if len(self.groups) == 1:
+            self.release.wait(30)
+
+
+def test_a_thread_hands_its_record_in_and_goes_on_while_a_commit_runs(
+    make_worker: Callable[..., Worker],
+) -> None:
+    outputs = HeldCommit()
     worker = worker_for(make_worker, outputs)
-    ids = [publish(worker.spool, sms(f"group-{n}")) for n in range(6)]
-    filer = worker.filer
-    with filer._cond:  # a commit is running: everyone who arrives now waits for the next one
-        filer._committing = True
-    threads = [
-        threading.Thread(target=worker.processor.handle, args=(claim,)) for claim in claims(worker, ids)
-    ]
-    for thread in threads:
-        thread.start()
+    first = publish(worker.spool, sms("group-first"))
+    assert worker.process(worker.spool.waiting_path(first)) == "processed"
     deadline = time.monotonic() + 30
-    while len(filer._waiting) < len(ids) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(filer._waiting) == len(ids)
-    with filer._cond:
-        filer._committing = False
-        filer._cond.notify_all()
-    for thread in threads:
-        thread.join(30)
-    assert commits(worker) == 1  # six records, one commit
-    assert sorted(outputs.seen) == sorted(ids)
+    while not outputs.groups and time.monotonic() < deadline:
+        time.sleep(0.01)  # the committer is now held in the first commit
+    ids = [publish(worker.spool, sms(f"group-{n}")) for n in range(6)]
+    # each thread writes its record and returns at once, though no commit can publish it yet
+    assert [worker.process(worker.spool.waiting_path(i)) for i in ids] == ["processed"] * 6
+    assert not any(worker.spool.record_dir(State.PROCESSED, i).exists() for i in ids)
+    assert all((worker.spool.work / f"{i}{SUFFIX}").is_file() for i in ids)  # not durable-published yet
+    outputs.release.set()
+    assert worker.filer.flush(30)
+    assert outputs.groups == [[first], sorted(ids)]  # the six handed in meanwhile: one commit
+    assert commits(worker) == 2
+    assert sorted(outputs.seen) == sorted([first, *ids])
     for postback_id in ids:
         folder = worker.spool.record_dir(State.PROCESSED, postback_id)
         assert (folder / "derived.txt").read_bytes() == postback_id.encode()
         assert read_json(folder / "message.json")["spool_id"] == postback_id
     assert list(worker.spool.work.iterdir()) == []
     rows = worker.index.query("SELECT spool_id FROM messages WHERE state = 'processed'")
-    assert sorted(row["spool_id"] for row in rows) == sorted(ids)
+    assert sorted(row["spool_id"] for row in rows) == sorted([first, *ids])
+
+
+class FailingCommit(Outputs):
+    """The first commit fails as a full disk would: nothing of it is known durable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def commit(self, folders: Sequence[Folder]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError(28, "No space left on device")
+
+
+def test_a_commit_that_fails_sends_its_postbacks_back_for_a_later_pass(
+    spool: Spool, make_worker: Callable[..., Worker]
+) -> None:
+    outputs = FailingCommit()
+    worker = worker_for(make_worker, outputs, concurrency=1)
+    postback_id = publish(spool, sms("full-disk"))
+    assert worker.drain() == 1
+    assert (spool.incoming / f"{postback_id}{SUFFIX}").is_file()  # back, whole, with its id
+    assert outputs.seen == []
+    assert worker.drain() == 1  # the next pass files it: its published folder is recognised
+    assert spool.record_dir(State.PROCESSED, postback_id).is_dir()
+    assert outputs.seen == [postback_id]
+    assert list(spool.incoming.iterdir()) == [] and list(spool.work.iterdir()) == []
 
 
 def test_a_record_that_cannot_be_written_does_not_fail_its_group(
@@ -77,6 +115,7 @@ def test_a_record_that_cannot_be_written_does_not_fail_its_group(
     worker = worker_for(make_worker, outputs)
     outcomes = [worker.process(spool.incoming / f"{i}{SUFFIX}") for i in ids]
     assert outcomes == ["processed", "released", "processed"]
+    assert worker.filer.flush(30)
     assert (
         spool.record_dir(State.PROCESSED, ids[0]).is_dir()
         and spool.record_dir(State.PROCESSED, ids[2]).is_dir()
@@ -97,16 +136,6 @@ def test_drain_files_everything_whatever_the_concurrency(
     assert sorted(outputs.seen) == sorted(ids)
     assert 1 <= commits(worker) <= 40
     assert all(worker.spool.record_dir(State.PROCESSED, i).is_dir() for i in ids)
-
-
-def claims(worker: Worker, ids: list[str]) -> list[Claimed]:
-    """Claim each postback as the worker's loop would."""
-    result = []
-    for postback_id in ids:
-        work_file = worker.spool.claim(worker.spool.incoming / f"{postback_id}{SUFFIX}")
-        assert work_file is not None
-        result.append(Claimed(work_file, worker.spool.build_dir(postback_id)))
-    return result
 
 
 def commits(worker: Worker) -> float:

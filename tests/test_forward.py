@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -197,21 +199,75 @@ def test_a_4xx_is_parked_shown_and_redeliverable(tmp_path: Path, capsys: pytest.
         assert status["webhooks"] == {"outbox": 0, "undelivered": 2}
         assert any("undelivered" in alert for alert in status["attention"])
         code, rows = cli(tmp_path, "list", "undelivered", capsys=capsys)
-        assert sorted(row["id"] for row in rows) == sorted([f"{postback_id}.001", f"{other}.001"])
+        assert sorted(row["entry"] for row in rows) == sorted([f"{postback_id}.001", f"{other}.001"])
         assert all(row["reason"].startswith("HTTP 400") for row in rows)
 
         app.script = always(Reply(200))
         code, moved = cli(tmp_path, "redeliver", postback_id, capsys=capsys)
-        assert code == 0 and [row["id"] for row in moved] == [f"{postback_id}.001"]
+        assert code == 0 and [row["entry"] for row in moved] == [f"{postback_id}.001"]
+        assert moved[0]["file"] == f"outbox/{postback_id}.001.entry"
         assert r.delivery.deliver_due() == {"delivered": 1}
         code, moved = cli(tmp_path, "redeliver", "--all", capsys=capsys)
-        assert [row["id"] for row in moved] == [f"{other}.001"]
+        assert [row["entry"] for row in moved] == [f"{other}.001"]
         assert r.delivery.deliver_due() == {"delivered": 1}
         code, status = cli(tmp_path, "status", capsys=capsys)
         assert code == 0 and status["webhooks"] == {"outbox": 0, "undelivered": 0}
         tries = app.tries(f"msg_{postback_id}_001")
     assert [item.status for item in tries] == [400, 200]
     assert tries[0].body == tries[1].body
+
+
+def test_list_undelivered_shows_each_entry_and_whose_message_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with App(always(Reply(410))) as app:
+        r = rig(tmp_path, app.url)
+        batch = publish(r.spool, BATCH, "text/xml")
+        r.worker.drain()
+        assert r.delivery.deliver_due() == {"undelivered": 3}
+    _, rows = cli(tmp_path, "list", "undelivered", capsys=capsys)
+    assert [
+        (row["entry"], row["delivery_id"], row["id"], row["from"], row["to"], row["tracking_id"])
+        for row in rows
+    ] == [
+        (f"{batch}.{n:03d}", f"msg_{batch}_{n:03d}", batch, f"1555000{n}", "28444", f"batch-{n}")
+        for n in (1, 2, 3)
+    ]
+    config = write_config(tmp_path / "cli.ini", tmp_path / "spool")
+    assert cli_main(["--config", str(config), "list", "undelivered"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert lines[0].startswith(
+        f"entry={batch}.001  delivery_id=msg_{batch}_001  id={batch}  from=15550001  to=28444"
+    )
+    assert "tracking_id=batch-1  attempts=1  reason=" in lines[0]
+
+
+def test_redeliver_takes_the_webhook_id_the_log_prints_and_unique_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with App(always(Reply(410))) as app:
+        r = rig(tmp_path, app.url)
+        first = publish(r.spool, sms("sms-1"))
+        second = publish(r.spool, sms("sms-2"))
+        batch = publish(r.spool, BATCH, "text/xml")
+        r.worker.drain()
+        assert r.delivery.deliver_due() == {"undelivered": 5}
+    config = write_config(tmp_path / "cli.ini", tmp_path / "spool")
+
+    def redeliver(*wanted: str) -> list[str]:
+        code, rows = cli(tmp_path, "redeliver", *wanted, capsys=capsys)
+        assert code == 0
+        return [row["entry"] for row in rows]
+
+    assert cli_main(["--config", str(config), "redeliver", "msg_"]) == 2  # the start of every one of them
+    error = capsys.readouterr().err
+    assert "msg_ is the start of entries of 3 postbacks" in error and first in error and batch in error
+    assert r.outbox.count(r.outbox.undelivered) == 5  # nothing moved
+    assert redeliver(f"msg_{first}_001") == [f"{first}.001"]  # as the log prints it
+    assert redeliver(f"msg_{batch}_00") == [f"{batch}.{n:03d}" for n in (1, 2, 3)]  # one postback's entries
+    assert redeliver(second[:-4]) == [f"{second}.001"]  # the start of a postback id
+    assert r.outbox.count(r.outbox.undelivered) == 0
+    assert r.outbox.count(r.outbox.pending) == 5
 
 
 def test_redeliver_names_what_is_not_undelivered(
@@ -308,7 +364,8 @@ def test_a_damaged_entry_of_a_filed_record_is_parked(app: App, tmp_path: Path) -
     postback_id = publish(r.spool, SMS_MO)
     r.worker.drain()
     r.outbox.entry_path(f"{postback_id}.001").write_bytes(b'{"webhook_id": "msg_')
-    assert r.delivery.deliver_due() == {"undelivered": 1}
+    restarted = webhooks.create(r.forwarder.settings, r.spool, background=False).delivery  # reads the disk
+    assert restarted.deliver_due() == {"undelivered": 1}
     parked = r.outbox.schedule(f"{postback_id}.001", r.outbox.undelivered)
     assert parked["reason"].startswith("damaged outbox entry")
     assert app.received == []
@@ -350,3 +407,166 @@ def test_the_quiet_log_writes_a_line_a_minute_with_what_it_left_out(caplog: pyte
         "hooks entry-120: HTTP 503 (and 59 more like it since the last line)",
         "hooks: delivering again (29 failed tries since the last failure line)",
     ]
+
+
+def test_entries_handed_over_by_the_filer_are_sent_without_reading_the_outbox(
+    app: App, tmp_path: Path
+) -> None:
+    """The filer says which records are published: their entries go out as written, from memory."""
+    r = rig(tmp_path, app.url)
+    ids = [publish(r.spool, sms(f"sms-{n}")) for n in range(3)]
+    r.worker.drain()
+    for postback_id in ids:  # what is on disk now is not what a sender uses: the filer's copy is
+        r.outbox.entry_path(f"{postback_id}.001").write_bytes(b"damaged after filing")
+    assert r.delivery.deliver_due() == {"delivered": 3}
+    assert sorted(app.delivered()) == sorted(f"msg_{postback_id}_001" for postback_id in ids)
+    assert all(item.verified for item in app.received)
+
+
+# --- resend (issue 22, item 9)
+
+
+def resend_config(tmp_path: Path, url: str) -> Path:
+    return write_config(
+        tmp_path / "resend.ini", tmp_path / "spool", {"forward": {"url": url, "secret": SECRET}}
+    )
+
+
+def resend(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:
+    code = cli_main(["--config", str(config), "--json", "resend", *args])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out else None
+
+
+def test_resend_sends_records_filed_before_forwarding_was_on(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = Worker(Settings.for_spool(tmp_path / "spool", media=LOCAL_MEDIA))  # no [forward] yet
+    day = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
+    old = publish(before.spool, sms("old-1"), when=day - dt.timedelta(days=3))
+    first = publish(before.spool, sms("sms-1", sender="15550001"), when=day)
+    batch = publish(before.spool, BATCH, "text/xml", when=day + dt.timedelta(hours=1))
+    status = publish(before.spool, STATUS_XML, "text/xml", when=day + dt.timedelta(hours=2))
+    before.drain()
+    before.close()
+    r = rig(tmp_path, app.url)  # [forward] switched on: the worker sends what it files from now on
+    assert r.outbox.count(r.outbox.pending) == 0
+    config = resend_config(tmp_path, app.url)
+
+    code, planned = resend(config, capsys, "--since", "2026-11-20", "--dry-run")
+    assert code == 0 and planned["dry_run"] and (planned["matched"], planned["postbacks"]) == (5, 3)
+    assert [row["delivery_id"] for row in planned["notices"]] == [
+        f"msg_{first}_001",
+        *(f"msg_{batch}_{n:03d}" for n in (1, 2, 3)),
+        f"msg_{status}_001",
+    ]
+    assert planned["notices"][0]["from"] == "15550001"
+    assert r.outbox.count(r.outbox.pending) == 0  # a dry run queues nothing
+
+    code, done = resend(config, capsys, "--since", "2026-11-20", "--until", "2026-11-20", "--kind", "sms_mo")
+    assert code == 0 and (done["matched"], done["queued"]) == (4, 4)
+    assert r.delivery.deliver_due() == {"delivered": 4}
+    assert sorted(app.delivered()) == sorted(
+        [f"msg_{first}_001", *(f"msg_{batch}_{n:03d}" for n in (1, 2, 3))]
+    )
+    assert all(item.verified for item in app.received)
+    payload = app.delivered()[f"msg_{first}_001"].payload
+    assert payload == {**r.message(first), "state": "processed"}  # the body the filer would have built
+    assert old not in json.dumps(done)
+
+
+def test_resend_sends_again_with_the_same_webhook_id_and_bytes(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What an application that lost its data asks for: the same id, so it must skip its dedup for it."""
+    r = rig(tmp_path, app.url)
+    postback_id = publish(r.spool, sms("sms-1"))
+    r.worker.drain()
+    assert r.delivery.deliver_due() == {"delivered": 1}
+    config = resend_config(tmp_path, app.url)
+    code, done = resend(config, capsys, "--since", dt.date.today().isoformat())
+    assert code == 0 and done["queued"] == 1
+    entry = r.outbox.read(f"{postback_id}.001")
+    assert r.outbox.entry_path(entry.name).stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in r.outbox.pending.iterdir()] == [f"{postback_id}.001.entry"]  # no temp file left
+    assert r.delivery.deliver_due() == {"delivered": 1}
+    first, again = app.tries(f"msg_{postback_id}_001")
+    assert again.body == first.body and again.seen_before == 1
+    main = cli_main(["--config", str(config), "resend", "--since", dt.date.today().isoformat()])
+    assert main == 0
+    out = capsys.readouterr().out
+    assert "1 notice of 1 postback match" in out and "queued 1 webhook in outbox/" in out
+
+
+def test_resend_skips_what_waits_and_puts_parked_ones_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with App(always(Reply(400))) as app:
+        r = rig(tmp_path, app.url)
+        parked = publish(r.spool, sms("sms-1"))
+        r.worker.drain()
+        assert r.delivery.deliver_due() == {"undelivered": 1}
+        waiting = publish(r.spool, sms("sms-2"))
+        r.worker.drain()  # its entry waits in outbox/, not tried yet
+        config = resend_config(tmp_path, app.url)
+        code, done = resend(config, capsys, "--since", dt.date.today().isoformat())
+    assert code == 0 and (done["queued"], done["redelivered"], done["waiting_already"]) == (1, 1, 1)
+    assert sorted(r.outbox.names(r.outbox.pending)) == sorted([f"{parked}.001", f"{waiting}.001"])
+    assert r.outbox.count(r.outbox.undelivered) == 0
+    assert r.outbox.schedule(f"{parked}.001") == {}  # a fresh schedule
+
+
+def test_resend_asks_for_yes_above_a_hundred_and_needs_forwarding_on(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = rig(tmp_path, app.url)
+    for n in range(101):
+        publish(r.spool, sms(f"sms-{n}"))
+    r.worker.drain()
+    r.delivery.deliver_due()
+    config = resend_config(tmp_path, app.url)
+    today = dt.date.today().isoformat()
+    assert cli_main(["--config", str(config), "resend", "--since", today]) == 2
+    error = capsys.readouterr().err
+    assert "101 notices of 101 postbacks match: nothing was queued; run again with --yes" in error
+    assert r.outbox.count(r.outbox.pending) == 0
+    code, done = resend(config, capsys, "--since", today, "--yes")
+    assert code == 0 and done["queued"] == 101 and len(done["notices"]) == 50
+    assert r.outbox.count(r.outbox.pending) == 101
+    off = write_config(tmp_path / "off.ini", tmp_path / "spool")
+    assert cli_main(["--config", str(off), "resend", "--since", today]) == 2
+    assert "[forward] url is not set" in capsys.readouterr().err
+
+
+def test_resend_takes_a_state_the_webhooks_do_not_forward_when_asked(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = rig(tmp_path, app.url)
+    failed = publish(r.spool, b"<postback><origin>MMS_MO</orig", "text/xml")
+    publish(r.spool, SMS_MO)
+    r.worker.drain()
+    r.delivery.deliver_due()
+    config = resend_config(tmp_path, app.url)
+    code, done = resend(config, capsys, "--since", dt.date.today().isoformat(), "--state", "failed")
+    assert code == 0 and [row["id"] for row in done["notices"]] == [failed]
+    assert r.delivery.deliver_due() == {"delivered": 1}
+    (item,) = app.tries(f"msg_{failed}_001")
+    assert item.payload["state"] == "failed" and item.payload["error"]["stage"] == "parse"
+
+
+@pytest.mark.root
+def test_resend_run_as_root_writes_entries_the_worker_can_read(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a VM the worker runs as the spool's owner: an entry root's CLI queued must be its owner's too."""
+    r = rig(tmp_path, app.url)
+    postback_id = publish(r.spool, SMS_MO)
+    r.worker.drain()
+    r.delivery.deliver_due()
+    service = 4242  # the spool's owner, as install.sh makes it (here a uid of no one)
+    for path in [r.spool.root, *r.spool.root.rglob("*")]:
+        os.chown(path, service, service)
+    code, done = resend(resend_config(tmp_path, app.url), capsys, "--since", dt.date.today().isoformat())
+    assert code == 0 and done["queued"] == 1
+    entry = r.outbox.entry_path(f"{postback_id}.001").stat()
+    assert (entry.st_uid, entry.st_gid) == (service, service)

@@ -15,10 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from mospool.store import layout, outbox
+from mospool.store import layout, outbox, stale
 from tests.servers import REPO
 
-FOLDERS = {str(state) for state in layout.State} | {outbox.OUTBOX, outbox.UNDELIVERED, layout.MEDIA}
+FOLDERS = {str(state) for state in layout.State} | {
+    outbox.OUTBOX,
+    outbox.UNDELIVERED,
+    layout.MEDIA,
+    stale.STALE_PAGES,
+}
 FILES = {
     layout.REQUEST, layout.MESSAGE, layout.ERROR, layout.DUPLICATE, layout.RETRY, layout.SPOOL_FILE,
     layout.PAGE, layout.INDEX_FILE, layout.SUFFIX, outbox.ENTRY_SUFFIX, outbox.SCHEDULE_SUFFIX,

@@ -102,7 +102,7 @@ def build(settings: JsonLinesSettings, context: Context) -> JsonLines:
 
 
 def status(settings: JsonLinesSettings, spool: Spool) -> StatusPart:
-    return delivery_status("lines", spool.outbox(DESTINATION))
+    return delivery_status("lines", spool.outbox(DESTINATION), one="line")
 
 
 SPEC = Spec(
@@ -189,7 +189,7 @@ def test_a_destination_that_fails_retries_then_parks_and_status_says_so(
     assert cli_main(["--config", str(path), "status"]) == 1
     text = capsys.readouterr().out
     assert "lines:          0 in outbox/jsonl/, 1 undelivered" in text
-    assert "1 lines in undelivered/jsonl/ (list undelivered/jsonl, redeliver)" in text
+    assert "1 line in undelivered/jsonl/ (mospool list undelivered/jsonl; mospool redeliver" in text
     assert cli_main(["--config", str(path), "redeliver", "--all"]) == 0
     assert len(list(worker.spool.outbox(DESTINATION).names(worker.spool.outbox(DESTINATION).pending))) == 1
 

@@ -13,6 +13,7 @@ import functools
 import http.client
 import http.server
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +36,14 @@ from tests.servers import free_port, wait_for_http, write_config
 
 pytestmark = pytest.mark.slow  # chromium and nginx
 
+TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")  # how a record page shows a time
+CLOCK = re.compile(r"\d\d:\d\d:\d\d")  # how a day page does
+# The line boxes the text of each row's kind cell takes, as laid out.
+LINES_OF_EACH_KIND_CELL = (
+    "return Array.from(document.querySelectorAll('tbody tr'), tr => {"
+    " const range = document.createRange(); range.selectNodeContents(tr.children[1]);"
+    " return range.getClientRects().length; })"
+)
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = REPO / "docs" / "screenshots"
@@ -159,6 +168,32 @@ def test_a_record_page_shows_its_pictures_under_the_shipped_csp(
     screenshot(browser, "record-page.png")
 
 
+def test_a_status_record_page_reads_at_a_glance(
+    site: tuple[str, Spool, Filed], browser: webdriver.Chrome
+) -> None:
+    base, spool, ids = site
+    folder = spool.record_dir("processed", ids.status).relative_to(spool.root)
+    logged = visit(browser, f"{base}/{folder}/")
+    assert problems(logged) == []
+    assert violations(browser) == []
+    fields = dict(
+        zip(
+            [e.text for e in browser.find_elements("css selector", "section dt")],
+            [e.text for e in browser.find_elements("css selector", "section dd")],
+            strict=True,
+        )
+    )
+    assert fields["status"] == "Message Sent"
+    assert fields["status details"] == "Handset setting: mms with pass via xHTML"
+    assert fields["MMS id"] == "39755"
+    assert fields["Sinch timestamp"] == "2012-06-07 12:27:34 UTC"
+    received = browser.find_element("css selector", "dl time")
+    assert TIME.fullmatch(received.text), received.text
+    assert received.get_attribute("title") == received.get_attribute("datetime")
+    assert str(received.get_attribute("datetime")).startswith(received.text[:10])  # exact, as recorded
+    screenshot(browser, "status-page.png")
+
+
 def test_a_day_page_shows_previews_and_leads_to_the_record(
     site: tuple[str, Spool, Filed], browser: webdriver.Chrome
 ) -> None:
@@ -169,6 +204,14 @@ def test_a_day_page_shows_previews_and_leads_to_the_record(
     assert violations(browser) == []
     widths = decoded_widths(browser)
     assert len(widths) == 2 and all(width > 0 for width in widths)  # the MMS and the hostile one
+    times = browser.find_elements("css selector", "tbody time")
+    assert times and all(CLOCK.fullmatch(t.text) and t.get_attribute("title") for t in times)
+    lines: list[int] = browser.execute_script(LINES_OF_EACH_KIND_CELL)
+    assert lines and set(lines) == {1}, lines  # "delivery status" on one line, never cut mid-word
+    status = browser.find_element("css selector", f'a[href="{ids.status}/index.html"]').find_element(
+        "xpath", "ancestor::tr"
+    )
+    assert "Message Sent: Handset setting" in status.text and "(no text)" not in status.text
     screenshot(browser, "day-page.png")
     link = browser.find_element("css selector", f'a[href="{ids.mms}/index.html"]')
     link.click()

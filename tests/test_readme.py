@@ -1,9 +1,12 @@
-"""README's "Try it" MMS recipe, run for real, and what docs/performance.md may say about performance."""
+"""README's "Try it" recipes run for real (its SMS and the `mospool` lines after it, its MMS), the one way every
+page writes the command, and what docs/performance.md may say about performance."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +71,48 @@ def test_the_try_it_mms_is_filed_with_its_media_only_with_the_setting(
     else:
         (error,) = spool.failed.glob("*/*/error.json")
         assert "allow_private_networks" in json.loads(error.read_text())["error"]
+
+
+@pytest.mark.slow
+def test_the_try_it_sms_and_the_mospool_lines_after_it_work_as_written(spool: Spool, tmp_path: Path) -> None:
+    """The mospool command scripts/run-local installs, run as the README writes it, on the README's SMS."""
+    try_it = section("Try it")
+    block = try_it.split("```sh\n", 1)[1].split("```", 1)[0]
+    body = re.search(r"<<'EOF'\n(\{\"origin\":\"SMS_MO\".*?)\nEOF", block, re.S)
+    assert body and ". .venv/bin/activate" in block
+    config = write_config(tmp_path / "config.ini", spool.root)
+    publish(spool, body.group(1).encode())
+    subprocess.run(
+        [sys.executable, "spool_worker.py", "--config", str(config), "--once"], cwd=REPO, check=True
+    )
+    lines = [line.split("#", 1)[0] for line in block.splitlines() if line.startswith("mospool ")]
+    assert len(lines) >= 3
+    env = {
+        **os.environ,
+        "MOSPOOL_CONFIG": str(config),
+        "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+    }
+    for line in lines:
+        done = subprocess.run(shlex.split(line), env=env, capture_output=True, text=True)
+        assert done.returncode == 0, (line, done.stderr)
+        assert done.stdout.startswith(f"spool: {spool.root}\n"), line
+        if line.startswith("mospool find"):
+            assert "tracking_id=t1" in done.stdout, (line, done.stdout)
+
+
+def test_every_page_writes_the_command_one_way() -> None:
+    """`mospool …`, as installed on a VM and by scripts/run-local: never `python -m mospool`."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "config.ini"]
+    pages += [*sorted((REPO / "deploy").rglob("*")), *sorted((REPO / "mospool").rglob("*.py"))]
+    pages += sorted((REPO / "mospool").rglob("*.html"))
+    found = [
+        f"{page.relative_to(REPO)}: {line.strip()}"
+        for page in pages
+        if page.is_file() and page.name != "__main__.py"
+        for line in page.read_text().splitlines()
+        if re.search(r"python3? -m mospool|\.venv/bin/python -m mospool", line)
+    ]
+    assert found == []
 
 
 def test_performance_speaks_of_the_project_and_its_figures() -> None:

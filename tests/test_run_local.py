@@ -23,10 +23,14 @@ def wait_for_line(log: Path, text: str, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
+COMMAND = REPO / ".venv" / "bin" / "mospool"
+
+
 @pytest.mark.parametrize("how", ["sigterm-to-the-script", "ctrl-c-to-the-terminal-group"])
 def test_run_local_names_the_real_spool_and_stops_cleanly(tmp_path: Path, how: str) -> None:
     spool = tmp_path / "my-spool"
     config = write_config(tmp_path / "config.ini", spool)
+    COMMAND.unlink(missing_ok=True)  # run-local installs the mospool command the README uses
     port = free_port()
     env = {**os.environ, "MOSPOOL_CONFIG": str(config), "BIND": f"127.0.0.1:{port}"}
     log = tmp_path / "run-local.log"
@@ -38,6 +42,10 @@ def test_run_local_names_the_real_spool_and_stops_cleanly(tmp_path: Path, how: s
         wait_for_http("127.0.0.1", port, timeout=120)
         wait_for_line(log, f"watching {spool / 'incoming'}")
         assert f"the spool is {spool} (from {config})" in log.read_text()
+        status = subprocess.run(
+            [str(COMMAND), "--config", str(config), "status"], capture_output=True, text=True, check=True
+        )
+        assert status.stdout.startswith(f"spool: {spool}\n")
         if how == "sigterm-to-the-script":
             proc.send_signal(signal.SIGTERM)
         else:

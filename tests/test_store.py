@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from pathlib import Path
 
 import pytest
 from standardwebhooks import Webhook
 
 from mospool.outputs.webhooks import sign
+from mospool.parse import parse_postback
 from mospool.store import Entry, NotFound, NotMovable, Outbox, Spool, State, encode, new_id
 from mospool.store.outbox import ENTRY_SUFFIX, LEGACY_SUFFIX
+from mospool.store.record import json_bytes
 from mospool.store.records import failed_only
+from tests.build import BATCH, JPEG, SMS_MO, STATUS_XML
 
 
 @pytest.fixture
@@ -149,3 +153,27 @@ def test_a_spool_file_built_by_hand_reads_back(spool: Spool) -> None:
     (spool.incoming / "x.postback").write_bytes(encode({"body_bytes": 1}, b"x"))
     with pytest.raises(ValueError, match="checksum"):
         spool.read(spool.incoming / "x.postback")
+
+
+def test_a_day_purged_while_the_worker_runs_is_made_again(spool: Spool) -> None:
+    """The spool remembers the day folders it made; `purge` may remove one behind its back."""
+    first = spool.build_dir(new_id(DAY1))
+    assert spool.place(first, State.PROCESSED).is_dir()
+    spool.records.purge_day(State.PROCESSED, "2026-11-01")
+    again = spool.build_dir(new_id(DAY1))
+    assert spool.place(again, State.PROCESSED).is_dir()
+
+
+def test_record_json_is_byte_for_byte_what_json_dumps_writes() -> None:
+    """message.json and the others are written by orjson, for speed: the bytes must not change."""
+    samples: list[object] = [json.loads(SMS_MO), {"n": [1, None, True, {"a": []}, {}], "e": "", "x": 2**70}]
+    for body, kind in ((SMS_MO, "application/json"), (BATCH, "text/xml"), (STATUS_XML, "text/xml")):
+        samples += [record.to_message() for record in parse_postback(body, kind).records]
+    rnd = random.Random(7)
+    for _ in range(500):
+        text = "".join(
+            chr(rnd.choice([rnd.randrange(0x80), rnd.randrange(0x80, 0xD800), 0x2028])) for _ in range(30)
+        )
+        samples.append({"text": text, "controls": "\x00\x1b\x7f\u2029", "bytes": JPEG[:8].decode("latin-1")})
+    for value in samples:
+        assert json_bytes(value) == json.dumps(value, indent=2, ensure_ascii=False).encode() + b"\n"

@@ -1,4 +1,4 @@
-"""`mospool <command>` (or `python -m mospool`): what postqueue/postsuper give a Postfix admin, for the spool.
+"""`mospool <command>`: what postqueue/postsuper give a Postfix admin, for the spool.
 
 Every command prints for people by default and JSON with --json. `status` exits 1 when something needs
 attention, so a monitor can run it. The CLI never creates a spool: it opens the one [spool] dir names, and
@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from mospool import logs
-from mospool.cli import admin, inspect, text
+from mospool.cli import admin, inspect, replay, text
 from mospool.cli.inspect import CommandError
 from mospool.config import (
+    COMMAND,
     CONFIG_ENV,
     DEFAULT_CONFIG,
     EXIT_CONFIG,
@@ -30,7 +31,7 @@ from mospool.config import (
     load_settings,
     spool_problem,
 )
-from mospool.outputs import registered
+from mospool.outputs import registered, webhooks
 from mospool.store import FILED_STATES, NotFound, NotMovable, Spool, SpoolError
 from mospool.store.layout import SPOOL_FOLDERS, WAITING_STATES
 from mospool.store.outbox import Outbox
@@ -40,11 +41,11 @@ FOLDER_STATES = tuple(str(state) for state in FILED_STATES)
 
 def installed() -> int:
     """The `mospool` console script: on a VM it finds /etc/mo-spool/config.ini without --config."""
-    return main(default_config=installed_default(), prog="mospool")
+    return main(default_config=installed_default())
 
 
 def main(argv: list[str] | None = None, default_config: Path = DEFAULT_CONFIG, prog: str = "") -> int:
-    args = _parser(prog or "python -m mospool", default_config).parse_args(argv)
+    args = _parser(prog or COMMAND, default_config).parse_args(argv)
     config = config_path(args.config, default_config)
     try:
         settings = load_settings(config)
@@ -119,6 +120,9 @@ def _parser(prog: str, default_config: Path) -> argparse.ArgumentParser:
     finder.add_argument("--to", dest="recipient")
     finder.add_argument("--keyword")
     finder.add_argument("--tracking-id")
+    finder.add_argument(
+        "--text", metavar="WORDS", help="words in the subject or text (all; word* a prefix), best first"
+    )
     finder.add_argument("--kind", choices=["mms_mo", "sms_mo", "status", "other"])
     finder.add_argument("--state", choices=FOLDER_STATES, help="default: every filed state")
     finder.add_argument("--since", type=_date)
@@ -138,10 +142,27 @@ def _parser(prog: str, default_config: Path) -> argparse.ArgumentParser:
     purging.add_argument("--dry-run", action="store_true")
     command("reindex", admin.reindex, "rebuild the index from the record folders", text.reindex)
     redelivering = command(
-        "redeliver", admin.redeliver, "put undelivered deliveries back in their outbox", text.rows
+        "redeliver", replay.redeliver, "put undelivered deliveries back in their outbox", text.rows
     )
-    redelivering.add_argument("ids", nargs="*", help="postback ids, or entries <id>.<NNN>")
+    redelivering.add_argument(
+        "ids", nargs="*", help="postback ids, entries <id>.<NNN> or webhook-ids msg_…, or their unique start"
+    )
     redelivering.add_argument("--all", action="store_true", help="every undelivered entry")
+    resending = command(
+        "resend",
+        replay.resend,
+        "queue filed notices for the webhooks again, with their usual webhook-id",
+        text.resend,
+    )
+    resending.add_argument("--since", type=_date, required=True, help="YYYY-MM-DD (UTC receive date)")
+    resending.add_argument("--until", type=_date, help="YYYY-MM-DD, included (default: today)")
+    resending.add_argument("--from", dest="sender", help="the sender's number")
+    resending.add_argument("--kind", choices=["mms_mo", "sms_mo", "status", "other"])
+    resending.add_argument(
+        "--state", choices=webhooks.FORWARDABLE_STATES, help="default: the states [forward] sends"
+    )
+    resending.add_argument("--dry-run", action="store_true", help="list what would be queued")
+    resending.add_argument("--yes", action="store_true", help=f"queue more than {replay.CONFIRM_ABOVE}")
     command("pages", admin.pages_command, "write every HTML page of the spool").add_argument(
         "--rebuild", action="store_true", required=True
     )

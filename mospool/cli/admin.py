@@ -1,4 +1,5 @@
-"""The CLI's commands that change the spool: retry, dismiss, purge, reindex, redeliver and pages.
+"""The CLI's commands that change the spool: retry, dismiss, purge, reindex and pages (the deliveries' are in
+``replay``).
 
 What ``postsuper`` is to Postfix: each one asks the store (``mospool.store``) to move or delete, and keeps
 the index in step; none of them builds a path of the spool itself.
@@ -10,12 +11,11 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from mospool.cli.inspect import CommandError, open_index
+from mospool.cli.inspect import CommandError, located, open_index
 from mospool.config import Settings
 from mospool.index import Index
-from mospool.outputs import outboxes, pages
-from mospool.store import FILED_STATES, Spool, State
-from mospool.store.outbox import entry_spool_id
+from mospool.outputs import pages
+from mospool.store import FILED_STATES, Spool, State, id_day
 from mospool.store.records import day_prefix, failed_only
 
 
@@ -35,10 +35,11 @@ def retry(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[l
     try:
         rows = []
         for folder in folders:
-            rows.append({"id": folder.name, "requeued": str(records.requeue(folder))})
+            rows.append({"id": folder.name, **located(spool, records.requeue(folder))})
             index.unfiled(folder.name)
     finally:
         index.close()
+        pages.changed(settings, spool, {(State.FAILED, id_day(folder.name)) for folder in folders})
     return rows, 0
 
 
@@ -51,9 +52,14 @@ def dismiss(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple
         for folder in folders:
             target = records.dismiss(folder)
             index.moved(folder.name, State.DISMISSED, records.relative(target))
-            rows.append({"id": folder.name, "dismissed": str(target)})
+            pages.moved(settings, spool, target)
+            rows.append({"id": folder.name, **located(spool, target)})
     finally:
         index.close()
+        days = {id_day(folder.name) for folder in folders}
+        pages.changed(
+            settings, spool, {(state, day) for day in days for state in (State.FAILED, State.DISMISSED)}
+        )
     return rows, 0
 
 
@@ -81,6 +87,8 @@ def purge(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[d
                     records.purge_day(state, day)
     finally:
         index.close()
+        if not args.dry_run:
+            pages.changed(settings, spool)  # the front page: its days and counts
     return {"dry_run": args.dry_run, "removed": removed}, 0
 
 
@@ -91,26 +99,6 @@ def reindex(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple
     finally:
         index.close()
     return {"records": count}, 0
-
-
-def redeliver(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
-    """Undelivered entries back into their outbox, fresh schedule; the worker sends them at its rescan."""
-    if not args.all and not args.ids:
-        raise CommandError("redeliver needs postback ids (or entries <id>.<NNN>) or --all")
-    wanted = set(args.ids)
-    rows, found = [], set()
-    for outbox in outboxes(spool).values():
-        parked = sorted(outbox.names(outbox.undelivered))
-        chosen = [name for name in parked if args.all or {name, entry_spool_id(name)} & wanted]
-        found |= set(chosen) | {entry_spool_id(name) for name in chosen}
-        for name in chosen:
-            outbox.redeliver(name)
-        rows += [{"id": name, "requeued": str(outbox.entry_path(name))} for name in chosen]
-    missing = wanted - found
-    if missing:
-        parked_in = "/, ".join(outboxes(spool))
-        raise CommandError(f"not in {parked_in}/: {', '.join(sorted(missing))}")
-    return rows, 0
 
 
 def pages_command(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 from collections import Counter
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mospool.cli.text import Report
-from mospool.config import Settings
+from mospool.config import COMMAND, Settings
+from mospool.english import counted
 from mospool.index import Index
 from mospool.outputs import outboxes, status_parts
 from mospool.space import shortage
-from mospool.store import FILED_STATES, Spool, State, id_time
-from mospool.store.layout import WAITING_STATES
+from mospool.store import FILED_STATES, Outbox, Spool, State, id_time
+from mospool.store.layout import PAGE, WAITING_STATES
+from mospool.store.outbox import entry_spool_id
 from mospool.store.postback import CorruptPostback
 from mospool.store.spool import postback_id
 
@@ -44,7 +48,7 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
     if oldest > settings.monitor.backlog_alert_seconds:
         alerts.append(f"oldest waiting postback is {oldest:.0f}s old")
     if counts[State.FAILED]:
-        alerts.append(f"{counts[State.FAILED]} postbacks in {State.FAILED}/")
+        alerts.append(f"{counted(counts[State.FAILED], 'postback')} in {State.FAILED}/")
     parts = status_parts(settings, spool)
     for part in parts:
         alerts += part.alerts
@@ -75,30 +79,74 @@ def list_state(
     settings: Settings, spool: Spool, args: argparse.Namespace
 ) -> tuple[list[dict[str, Any]], int]:
     if args.state in outboxes(spool):
-        return _undelivered_rows(spool, args.state, args.limit), 0
+        return undelivered_rows(spool, args.state, args.limit), 0
     state = State(args.state)
     if state in WAITING_STATES:
         rows = [
-            {"id": postback_id(p), "path": str(p), **_retry_summary(spool, p)}
+            {"id": postback_id(p), **located(spool, p), **_retry_summary(spool, p)}
             for p in spool.records.waiting(state)
         ]
         return rows[: args.limit], 0
     rows = []
     for folder in spool.records.folders(state, args.since):
-        rows.append({"id": folder.name, "path": str(folder), **_summary(spool, folder)})
+        rows.append({"id": folder.name, **located(spool, folder), **_summary(spool, folder)})
         if len(rows) >= args.limit:
             break
     return rows, 0
 
 
-def _undelivered_rows(spool: Spool, state: str, limit: int) -> list[dict[str, Any]]:
-    outbox = outboxes(spool)[state]
+@dataclass(frozen=True)
+class Parked:
+    """An entry that gave up, as `list undelivered` shows it and `redeliver` finds it."""
+
+    name: str  # <spool id>.<NNN>, its file's name
+    spool_id: str
+    delivery_id: str  # sent with every try (a webhook's webhook-id, as the log prints it); "" if unreadable
+    whose: dict[str, Any]  # from, to, tracking_id, as its body has them
+
+    def row(self) -> dict[str, Any]:
+        ids = {"entry": self.name, "delivery_id": self.delivery_id or None, "id": self.spool_id}
+        return {**ids, **self.whose}
+
+
+def parked_entries(outbox: Outbox, limit: int | None = None) -> list[Parked]:
+    """The undelivered entries of one destination, oldest first, each read for its ids and whose it is."""
+    return [_parked(outbox, name) for name in sorted(outbox.names(outbox.undelivered))[:limit]]
+
+
+def _parked(outbox: Outbox, name: str) -> Parked:
+    try:
+        entry = outbox.read(name, outbox.undelivered)
+    except (OSError, ValueError):  # damaged: still listed, and found by its name
+        return Parked(name, entry_spool_id(name), "", {})
+    return Parked(name, entry.spool_id, entry.id, whose(entry.body))
+
+
+def whose(body: bytes) -> dict[str, Any]:
+    """Who sent it to whom, when the body is a JSON notice (the webhooks'); nothing otherwise."""
+    try:
+        notice = json.loads(body)
+    except ValueError:
+        return {}
+    if not isinstance(notice, dict):
+        return {}
+    return {key: notice[key] for key in ("from", "to", "tracking_id") if notice.get(key)}
+
+
+def undelivered_rows(spool: Spool, label: str, limit: int) -> list[dict[str, Any]]:
+    outbox = outboxes(spool)[label]
     rows = []
-    for name in sorted(outbox.names(outbox.undelivered))[:limit]:
-        parked = outbox.schedule(name, outbox.undelivered)
-        reason, attempts = parked.get("reason"), parked.get("attempts", 1)
-        rows.append({"id": name, "attempts": attempts, "reason": reason, "path": str(outbox.undelivered)})
+    for parked in parked_entries(outbox, limit):
+        schedule = outbox.schedule(parked.name, outbox.undelivered)
+        attempts, reason = schedule.get("attempts", 1), schedule.get("reason")
+        rows.append({**parked.row(), "attempts": attempts, "reason": reason})
     return rows
+
+
+def located(spool: Spool, path: Path) -> dict[str, str]:
+    """Where a postback is, relative to the spool (the first line of the output names the spool): its
+    ``folder`` (a record, or one waiting for a retry), or its ``file`` (a spool file waiting in a queue)."""
+    return {"folder" if path.is_dir() else "file": spool.records.relative(path)}
 
 
 def _retry_summary(spool: Spool, path: Path) -> dict[str, Any]:
@@ -128,7 +176,7 @@ def _summary(spool: Spool, folder: Path) -> dict[str, Any]:
 
 def show(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     found = spool.records.find(args.id)
-    result: dict[str, Any] = {"id": found.id, "state": str(found.state), "path": str(found.path)}
+    result: dict[str, Any] = {"id": found.id, "state": str(found.state), **located(spool, found.path)}
     if found.path.is_file():
         try:
             result["request"] = spool.read(found.path).meta
@@ -138,32 +186,64 @@ def show(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[di
     return {**result, **spool.records.contents(found)}, 0
 
 
+# What find shows of each notice (qualified: the search table has a subject and a text too).
+FOUND_COLUMNS = (
+    "messages.spool_id AS id, messages.state, messages.received_at, messages.kind, "
+    'messages.sender AS "from", messages.recipient AS "to", messages.keyword, messages.tracking_id, '
+    "messages.subject, messages.text, messages.reason, messages.duplicate_of, messages.folder"
+)
+
+
 def find(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
+    """Filed notices matching every filter given: newest first, or with --text best match first."""
+    where, params = notice_filters(args)
+    index = open_index(spool)
+    try:
+        if args.text is not None:
+            found = index.search_text(args.text, FOUND_COLUMNS, where, params, args.limit)
+        else:
+            # The clauses are the constants of notice_filters; only their values are parameters.
+            sql = (
+                f"SELECT {FOUND_COLUMNS} FROM messages WHERE 1 = 1"  # noqa: S608
+                + "".join(f" AND {clause}" for clause in where)
+                + " ORDER BY received_at DESC LIMIT ?"
+            )
+            found = index.query(sql, (*params, args.limit))
+    finally:
+        index.close()
+    return [_hit(dict(row)) for row in found], 0
+
+
+def notice_filters(args: argparse.Namespace) -> tuple[list[str], tuple[Any, ...]]:
+    """SQL clauses over the index's messages table for the filters given (``find``, ``resend``), and their
+    values; an option a command does not have is no filter."""
+    given = {name: getattr(args, name, None) for name in FILTERS}
+    since, until = given["since"], given["until"]
     filters: dict[str, tuple[Any, ...] | None] = {
-        "sender IN (?, ?)": _number_forms(args.sender),
-        "recipient IN (?, ?)": _number_forms(args.recipient),
-        "keyword = ? COLLATE NOCASE": _given(args.keyword),
-        "tracking_id = ?": _given(args.tracking_id),
-        "kind = ?": _given(args.kind),
-        "state = ?": _given(args.state),
-        "received_at >= ?": _given(args.since and args.since.isoformat()),
-        "received_at < ?": _given(args.until and (args.until + dt.timedelta(days=1)).isoformat()),
+        "sender IN (?, ?)": _number_forms(given["sender"]),
+        "recipient IN (?, ?)": _number_forms(given["recipient"]),
+        "keyword = ? COLLATE NOCASE": _given(given["keyword"]),
+        "tracking_id = ?": _given(given["tracking_id"]),
+        "kind = ?": _given(given["kind"]),
+        "messages.state = ?": _given(given["state"]),
+        "messages.received_at >= ?": _given(since and since.isoformat()),
+        "messages.received_at < ?": _given(until and (until + dt.timedelta(days=1)).isoformat()),
     }
     where = [clause for clause, values in filters.items() if values is not None]
     params = tuple(value for values in filters.values() if values is not None for value in values)
-    # The clauses are the constants above; only their values are parameters.
-    sql = (
-        'SELECT spool_id, state, received_at, kind, sender AS "from", recipient AS "to", keyword, '  # noqa: S608
-        "tracking_id, subject, text, reason, duplicate_of, folder FROM messages WHERE 1 = 1"
-        + "".join(f" AND {clause}" for clause in where)
-        + " ORDER BY received_at DESC LIMIT ?"
-    )
-    index = open_index(spool)
-    try:
-        rows = [dict(row) for row in index.query(sql, (*params, args.limit))]
-    finally:
-        index.close()
-    return rows, 0
+    return where, params
+
+
+FILTERS = ("sender", "recipient", "keyword", "tracking_id", "kind", "state", "since", "until")
+
+
+def _hit(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of find: the notice, its folder, its day and its page (relative to the spool, as the browse
+    site serves them), and with --text the words it matched in their context."""
+    matched = row.pop("matched", None)
+    folder = PurePosixPath(row["folder"])
+    hit = {**row, "day": str(folder.parent / PAGE), "page": str(folder / PAGE)}
+    return {**hit, "matched": matched} if matched is not None else hit
 
 
 def _given(value: Any) -> tuple[Any, ...] | None:
@@ -181,5 +261,7 @@ def _number_forms(raw: str | None) -> tuple[str, str] | None:
 def open_index(spool: Spool) -> Index:
     if not spool.index_file.is_file():
         name = spool.index_file.name
-        raise CommandError(f"no {name} in {spool.root}: the worker makes it at start (or run reindex)")
+        raise CommandError(
+            f"no {name} in {spool.root}: the worker makes it at start (or run {COMMAND} reindex)"
+        )
     return Index(spool.root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mospool.english import counted
 from mospool.store import State
 
 # Shown escaped in text output: control characters (newline, escape sequences) and line/paragraph separators.
@@ -52,13 +53,14 @@ def outline(value: Any, indent: str = "") -> str:
 
 def purge(result: dict[str, Any]) -> str:
     verb = "would remove" if result["dry_run"] else "removed"
-    lines = [f"{state}: {verb} {len(folders)} record folders" for state, folders in result["removed"].items()]
+    removed = result["removed"].items()
+    lines = [f"{state}: {verb} {counted(len(folders), 'record folder')}" for state, folders in removed]
     lines += [f"  {folder}" for folders in result["removed"].values() for folder in folders]
     return "\n".join(lines)
 
 
 def reindex(result: dict[str, Any]) -> str:
-    return f"indexed {result['records']} records from {State.PROCESSED}/ and {State.DUPLICATES}/"
+    return f"indexed {counted(result['records'], 'record')} from {State.PROCESSED}/ and {State.DUPLICATES}/"
 
 
 def status(report: Report) -> str:
@@ -72,4 +74,25 @@ def status(report: Report) -> str:
         lines.append("failures:")
         lines += [f"  {count:>5}  {reason}" for reason, count in report["failures"].items()]
     lines.append("attention: " + ("; ".join(report["attention"]) or "none"))
+    return "\n".join(lines)
+
+
+def resend(result: dict[str, Any]) -> str:
+    matched, listed = result["matched"], result["notices"]
+    lines = [f"{counted(matched, 'notice')} of {counted(result['postbacks'], 'postback')} match"]
+    if result["dry_run"]:
+        lines.append("dry run: nothing was queued; the webhooks would be:")
+    else:
+        done = f"queued {counted(result['queued'], 'webhook')} in {result['outbox']}/"
+        if result["redelivered"]:
+            done += f", {result['redelivered']} of them parked ones put back"
+        if result["waiting_already"]:
+            done += f"; {result['waiting_already']} waiting there already"
+        lines.append(done)
+        every = f"every {result['rescan_seconds']:g} s"
+        lines.append(f"the running worker sends them at its next rescan of {result['outbox']}/ ({every})")
+    if listed:
+        lines.append(rows(listed))
+    if matched > len(listed):
+        lines.append(f"… and {matched - len(listed)} more")
     return "\n".join(lines)

@@ -25,8 +25,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from mospool import retry
+from mospool.english import counted
 from mospool.filer import Batch
 from mospool.metrics import Metrics
+from mospool.outputs.ahead import Ahead
 from mospool.outputs.destination import DeliveryMetrics, QuietLog, Route
 from mospool.outputs.due import DueQueue
 from mospool.store import Entry, Spool
@@ -56,6 +58,7 @@ class Delivery:
         self.outbox.create()
         self._metrics = DeliveryMetrics(metrics, route.name) if metrics is not None else None
         self._queue = DueQueue()
+        self._ahead = Ahead(self.outbox)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._removals: queue.SimpleQueue[str | None] | None = None  # set while the threads run
@@ -68,9 +71,11 @@ class Delivery:
         """Write entries with the record being filed: durable with it, sent once it is published."""
         for entry in entries:
             batch.write(self.outbox.entry_path(entry.name), entry.to_bytes())
+            self._ahead.written(entry)
 
     def hint(self, names: Iterable[str]) -> None:
-        for name in names:
+        """These entries' records are published (the filer's word): due now, and ready in memory."""
+        for name in self._ahead.published(names):
             self._queue.add(name, 0.0)
 
     def tick(self) -> None:
@@ -101,7 +106,7 @@ class Delivery:
     # --- background delivery
 
     def start(self) -> None:
-        self.rescan()
+        found = self.rescan()
         self._removals = queue.SimpleQueue()
         self._remover = threading.Thread(
             target=self._remove_loop, name=f"{self.route.name}-remove", daemon=True
@@ -109,7 +114,7 @@ class Delivery:
         self._remover.start()
         for number in range(self.route.concurrency):
             self._spawn(self._send_loop, f"{self.route.name}-{number}")
-        self._spawn(self._rescan_loop, f"{self.route.name}-rescan")
+        self._spawn(lambda: self._rescan_loop(found), f"{self.route.name}-rescan")
 
     def _spawn(self, target: Any, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -120,24 +125,30 @@ class Delivery:
         while (name := self._queue.next_due()) is not None:
             self._attempt(name)
 
-    def _rescan_loop(self) -> None:
+    def _rescan_loop(self, found: list[str]) -> None:
+        """Reads ahead what the start's rescan found, then rescans every rescan_seconds and reads ahead."""
+        self._ahead.read_ahead(sorted(found))
         while not self._stop.wait(self.rescan_seconds):
             try:
-                self.rescan()
+                self._ahead.read_ahead(sorted(self.rescan()))
             except OSError as exc:
                 log.error("%s: outbox rescan failed: %s", self.route.name, exc)
 
     # --- scheduling
 
-    def rescan(self) -> None:
-        """Schedule every waiting entry not known yet, at its stored next try; refresh the gauges."""
+    def rescan(self) -> list[str]:
+        """Schedule every waiting entry not known yet, at its stored next try; refresh the gauges. Returns
+        the entries it scheduled."""
         self.outbox.clean()
         entries, scheduled = self.outbox.scan()
         self._queue.set_retried(scheduled)
-        for name in self._queue.unknown(entries):
+        self._ahead.keep_only(entries)
+        new = self._queue.unknown(entries)
+        for name in new:
             when = self.outbox.schedule(name).get("next_try_epoch", 0.0) if name in scheduled else 0.0
             self._queue.add(name, float(when))
         self._set_gauges(len(entries))
+        return new
 
     # --- batch mode (tests, --once)
 
@@ -191,13 +202,16 @@ class Delivery:
 
     def _deliver(self, name: str) -> tuple[str, float | None]:
         """(outcome, when to try again or None)."""
-        try:
-            entry = self.outbox.read(name)
-        except FileNotFoundError:
-            return "gone", None
-        except ValueError as exc:
-            return self._unreadable(name, exc), None
-        published = entry.record and os.path.isdir(f"{self.spool.root}/{entry.record}")  # noqa: PTH112
+        ready = self._ahead.take(name)
+        if ready is None:
+            try:
+                ready = self.outbox.read(name), False
+            except FileNotFoundError:
+                return "gone", None
+            except ValueError as exc:
+                return self._unreadable(name, exc), None
+        entry, known = ready
+        published = known or (entry.record and os.path.isdir(f"{self.spool.root}/{entry.record}"))  # noqa: PTH112
         if not published:  # not (yet) where it was written to be
             folder = self.spool.filed(entry.spool_id)
             if folder is None:
@@ -248,7 +262,7 @@ class Delivery:
         waits = [answer.retry_after] if answer.retry_after else []
         step = retry.after_failure(schedule, [failure], waits, self.route.policy, dt.datetime.now(dt.UTC))
         if step.give_up:
-            reason = f"gave up after {step.attempts} attempts: {answer.detail}"
+            reason = f"gave up after {counted(step.attempts, 'attempt')}: {answer.detail}"
             return self._park(name, entry, step.state, reason), None
         self.outbox.set_schedule(name, step.state)
         self._queue.set_retried([name])

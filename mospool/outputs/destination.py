@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mospool import retry
+from mospool.config import COMMAND
+from mospool.english import counted
 from mospool.metrics import Metrics
 from mospool.outputs.registry import StatusPart
 from mospool.store import Entry, Outbox
@@ -128,14 +130,17 @@ class DeliveryMetrics:
         self.parked.labels(destination=self.destination).set(undelivered)
 
 
-def delivery_status(key: str, outbox: Outbox) -> StatusPart:
-    """What a destination adds to `mospool status` and the front page: waiting and undelivered entries."""
+def delivery_status(key: str, outbox: Outbox, one: str) -> StatusPart:
+    """What a destination adds to `mospool status` and the front page: waiting and undelivered entries.
+    ``key`` names them in `status` (plural), ``one`` is one of them ("webhook")."""
     waiting = outbox.count(outbox.pending)
     undelivered = outbox.count(outbox.undelivered)
     alerts = []
     if undelivered:
+        label = outbox.parked_label
         alerts.append(
-            f"{undelivered} {key} in {outbox.parked_label}/ (list {outbox.parked_label}, redeliver)"
+            f"{counted(undelivered, one, key)} in {label}/ "
+            f"({COMMAND} list {label}; {COMMAND} redeliver ID… or --all)"
         )
     return StatusPart(
         key=key,

@@ -51,6 +51,7 @@ class Spec:
     enabled: Callable[[Any], bool] = _always
     status: Callable[[Any, Spool], StatusPart] | None = None
     destination: str | None = None  # a delivering output's outbox (mospool.store.outbox); None: it has none
+    risks: Callable[[Any], list[str]] | None = None  # its risky settings, warned of at start (mospool.risks)
 
     @property
     def name(self) -> str:

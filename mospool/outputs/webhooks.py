@@ -5,6 +5,9 @@ delivery engine (``mospool.outputs.delivery``). For each filed record in a forwa
 body per notice and enqueues it: the entry holds the exact bytes that are signed and sent, under a stable
 ``webhook-id``. Requests are signed per Standard Webhooks: an HMAC-SHA256 over ``id.timestamp.body`` with the
 secret, fresh at each try.
+
+One concept, the webhooks, in a little over 300 lines: their settings, what is sent, how it is sent, and the
+output's stages, which `mospool resend` shares (``entries``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import json
 import time
 import urllib.parse
@@ -118,6 +122,18 @@ SECTION = Section(
 
 def webhook_id(spool_id: str, position: int) -> str:
     return f"msg_{spool_id}_{position:03d}"
+
+
+def entries(folder: Folder, settings: ForwardSettings, spool: Spool) -> list[Entry]:
+    """One outbox entry per notice of a published (or about to be) record folder: what is sent, under its
+    stable webhook-id. The filer's prepare and `mospool resend` both build them here, so they are the same."""
+    bodies = request_bodies(folder, settings.media_base_url, spool.root)
+    record = spool.records.relative(folder.path)
+    spool_id, state = folder.spool_id, folder.state
+    return [
+        Entry(webhook_id(spool_id, position), spool_id, position, state, body, record)
+        for position, body in enumerate(bodies, 1)
+    ]
 
 
 def request_bodies(folder: Folder, media_base_url: str, spool_root: Path) -> list[bytes]:
@@ -269,14 +285,7 @@ class Webhooks(BaseOutput):
     def prepare(self, folder: Folder, batch: Batch) -> None:
         if folder.state not in self.settings.states:
             return
-        bodies = request_bodies(folder, self.settings.media_base_url, self.spool.root)
-        record = self.spool.records.relative(folder.path)
-        spool_id, state = folder.spool_id, folder.state
-        entries = (
-            Entry(webhook_id(spool_id, position), spool_id, position, state, body, record)
-            for position, body in enumerate(bodies, 1)
-        )
-        self.delivery.enqueue(batch, entries)
+        self.delivery.enqueue(batch, entries(folder, self.settings, self.spool))
 
     def published(self, folders: Sequence[Folder]) -> None:
         self.delivery.hint(
@@ -322,9 +331,36 @@ def build(settings: ForwardSettings, context: Context) -> Webhooks:
 
 
 def status(settings: ForwardSettings, spool: Spool) -> StatusPart:
-    return delivery_status("webhooks", spool.outbox(DESTINATION))
+    return delivery_status("webhooks", spool.outbox(DESTINATION), one="webhook")
+
+
+def risks(settings: ForwardSettings) -> list[str]:
+    """Plain http to another host: every message, and its signature's timestamp, readable on the way."""
+    parts = urllib.parse.urlsplit(settings.url)
+    if parts.scheme != "http" or _loopback(parts.hostname or ""):
+        return []
+    return [
+        f"[forward] url {settings.url} is plain http to another host: every message crosses the network "
+        "unencrypted (the signature only proves who sent it); use https://"
+    ]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 SPEC = register(
-    Spec(SECTION, build, enabled=lambda settings: settings.enabled, status=status, destination=DESTINATION)
+    Spec(
+        SECTION,
+        build,
+        enabled=lambda settings: settings.enabled,
+        status=status,
+        destination=DESTINATION,
+        risks=risks,
+    )
 )

@@ -121,7 +121,9 @@ def is_id(name: str) -> bool:
 
 def id_day(postback_id: str) -> str:
     """YYYY-MM-DD, the UTC receive date of an id: the name of its day folder."""
-    return id_time(postback_id).date().isoformat()
+    if not ID_TIME.match(postback_id):
+        raise ValueError(f"not a postback id: {postback_id!r}")
+    return f"{postback_id[:4]}-{postback_id[4:6]}-{postback_id[6:8]}"
 
 
 def is_day(name: str) -> bool:

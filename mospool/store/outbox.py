@@ -9,7 +9,8 @@ undelivered/<spool_id>.<NNN>.retry.json    its history and the reason
 
 ``NNN`` is the notice's position in its postback (001 for a single one). The webhooks keep their entries
 at the top of ``outbox/`` and ``undelivered/``; any other destination in ``outbox/<name>/`` and
-``undelivered/<name>/``. An entry is written by the filer with its record (same sync) and never modified:
+``undelivered/<name>/``. An entry is written by the filer with its record (same sync), or by ``add`` for a
+record filed earlier (`mospool resend`: temp files, one sync, renames), and never modified:
 every retry sends the same bytes under the same id. A schedule is replaced whole, parking and redelivery are
 renames, so a crash leaves either the old or the new state. Removing an entry after delivery is not synced:
 a crash may bring it back, and the repeat carries the same id, which the receiving end uses to drop it.
@@ -21,12 +22,20 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mospool.durable import make_private_dir, replace_file, write_new
+from mospool.durable import (
+    FilesystemSync,
+    fsync_dir,
+    make_private_dir,
+    owned_like,
+    replace_file,
+    write_file,
+    write_new,
+)
 from mospool.store.postback import decode_frame, encode, sealed
 
 OUTBOX = "outbox"
@@ -36,6 +45,7 @@ SCHEDULE_SUFFIX = ".retry.json"
 LEGACY_SUFFIX = ".json"  # entries written before 2026-12: the body as a JSON string inside JSON
 TEMP_SUFFIX = ".tmp"
 STALE_TEMP_SECONDS = 60.0
+ADD_GROUP = 512  # entries add() makes durable with one sync: bounds the temp files a crash can leave
 
 
 def entry_name(spool_id: str, position: int) -> str:
@@ -154,6 +164,34 @@ class Outbox:
         return value if isinstance(value, dict) else {}
 
     # --- changing
+
+    def add(self, entries: Iterable[Entry]) -> list[str]:
+        """Queue entries of records filed earlier; returns the names queued, leaving out any entry waiting
+        already. Each appears whole or not at all: written to a hidden temp file, made durable with its
+        group by one ``syncfs``, renamed into place; the outbox folder is fsynced before this returns."""
+        queued: list[str] = []
+        group: list[tuple[Path, Entry]] = []
+        filesystem = FilesystemSync(self.pending)
+        for entry in entries:
+            if not self.entry_path(entry.name).exists():
+                temp = self.pending / f".{entry.name}.{os.urandom(4).hex()}{TEMP_SUFFIX}"
+                write_file(temp, entry.to_bytes(), sync=False)
+                owned_like(temp, self.pending)
+                group.append((temp, entry))
+            if len(group) >= ADD_GROUP:
+                queued += self._publish(group, filesystem)
+                group = []
+        queued += self._publish(group, filesystem)
+        return queued
+
+    def _publish(self, group: list[tuple[Path, Entry]], filesystem: FilesystemSync) -> list[str]:
+        if not group:
+            return []
+        filesystem.sync()
+        for temp, entry in group:
+            os.rename(temp, self.entry_path(entry.name))
+        fsync_dir(self.pending)
+        return [entry.name for _, entry in group]
 
     def set_schedule(self, name: str, state: dict[str, Any], folder: Path | None = None) -> None:
         """Replace the schedule whole: a crash leaves the old one or the new one."""

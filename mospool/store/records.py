@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mospool.durable import fsync_dir, make_private_dir, write_new
+from mospool.durable import fsync_dir, make_private_dir, owned_like, write_new
 from mospool.store.layout import (
     ERROR,
     FILED_STATES,
@@ -218,9 +218,7 @@ class Records:
         if path.is_dir():
             return
         make_private_dir(path)
-        owner = self.root.stat()
-        if os.geteuid() == 0:
-            os.chown(path, owner.st_uid, owner.st_gid)
+        owned_like(path, self.root)
         fsync_dir(path.parent)
 
     def days_before(self, state: State, cutoff: dt.date) -> list[str]:

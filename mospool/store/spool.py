@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mospool.durable import (
+    DIR_MODE,
     FilesystemSync,
     GroupSync,
     fsync_dir,
@@ -40,6 +41,7 @@ from mospool.store.outbox import Outbox
 from mospool.store.postback import Postback, decode, encode, sealed
 from mospool.store.record import json_bytes
 from mospool.store.records import Records
+from mospool.store.stale import StalePages
 
 
 class SpoolError(OSError):
@@ -61,8 +63,10 @@ class Spool:
         self.records = Records(self.root)
         self.index_file = self.root / INDEX_FILE
         self.front_page = self.root / PAGE
+        self.stale_pages = StalePages(self.root)
         self._incoming_sync = GroupSync(self.incoming)
         self._filesystem = FilesystemSync(self.root)
+        self._days: set[Path] = set()  # day folders known to exist: no stat for each record placed
 
     def create(self) -> None:
         """Make every folder (idempotent) and check the spool takes writes; raises SpoolError if not."""
@@ -74,6 +78,10 @@ class Spool:
         for state in STATES:
             if not os.access(self.root / state, os.W_OK | os.X_OK):
                 raise SpoolError(f"spool folder {self.root / state} is not writable")
+        try:
+            self.stale_pages.create()
+        except OSError as exc:
+            raise SpoolError(f"cannot create spool folder {self.stale_pages.folder}: {exc}") from exc
 
     def outbox(self, destination: str) -> Outbox:
         """The deliveries waiting for (and given up by) one destination of an output."""
@@ -89,10 +97,10 @@ class Spool:
         """
         postback_id = postback_id or new_id()
         name = postback_id + SUFFIX
-        temp = self.tmp / name
+        temp = f"{self.tmp}/{name}"  # strings, not pathlib: this runs once per request
         write_new(temp, encode(sealed({**meta, "id": postback_id}, body), body))
         try:
-            os.rename(temp, self.incoming / name)
+            os.rename(temp, f"{self.incoming}/{name}")
         except OSError:
             unlink_quietly(temp)
             raise
@@ -116,40 +124,62 @@ class Spool:
 
     def build_dir(self, postback_id: str) -> Path:
         """work/<id>/: where a record folder is assembled (and media kept between retries)."""
-        path = self.work / postback_id
-        make_private_dir(path)
-        return path
+        return self.open_build(postback_id)[0]
+
+    def open_build(self, postback_id: str) -> tuple[Path, bool]:
+        """The build folder, and whether it is new (nothing of an earlier try can be in it)."""
+        path = f"{self.work}/{postback_id}"
+        try:
+            os.mkdir(path, DIR_MODE)  # noqa: PTH102 (once per postback: no pathlib)
+        except FileExistsError:
+            return Path(path), False
+        os.chmod(path, DIR_MODE)
+        return Path(path), True
 
     def clear_build(self, build: Path) -> None:
         """Before a filing is written into its build folder: remove what a try cut short by a crash left
         there (its files, and a media part half downloaded); the media parts already whole stay."""
+        media = False
         with os.scandir(build) as entries:
             for entry in entries:
                 if entry.is_file(follow_symlinks=False):
-                    Path(entry.path).unlink()
-        for partial in (build / MEDIA).glob(MEDIA_TEMP_PATTERN):
-            partial.unlink()
+                    os.unlink(entry.path)  # noqa: PTH108 (once per record: no pathlib)
+                media = media or entry.name == MEDIA
+        if media:
+            for partial in (build / MEDIA).glob(MEDIA_TEMP_PATTERN):
+                partial.unlink()
 
     def record_dir(self, state: str, postback_id: str) -> Path:
         """<state>/YYYY-MM-DD/<id>, the date being the UTC receive date."""
-        return self.root / state / id_day(postback_id) / postback_id
+        return Path(self._record_path(state, postback_id))
+
+    def _record_path(self, state: str, postback_id: str) -> str:
+        return f"{self.root}/{state}/{id_day(postback_id)}/{postback_id}"
 
     def filed(self, postback_id: str) -> Path | None:
         """The finished folder of a postback, if it has one (processed, duplicates or failed)."""
         for state in (State.PROCESSED, State.DUPLICATES, State.FAILED):
-            folder = self.record_dir(state, postback_id)
-            if folder.exists():
-                return folder
+            folder = self._record_path(state, postback_id)
+            if os.path.isdir(folder):  # noqa: PTH112 (once per postback: no pathlib)
+                return Path(folder)
         return None
 
     def place(self, build: Path, state: str) -> Path:
         """Rename a durable build folder to <state>/YYYY-MM-DD/<id>; the caller fsyncs the parent."""
         target = self.record_dir(state, build.name)
-        if not target.parent.is_dir():
-            make_private_dir(target.parent)
-            fsync_dir(target.parent.parent)
-        os.rename(build, target)
+        if target.parent not in self._days:
+            self._make_day(target.parent)
+        try:
+            os.rename(build, target)
+        except FileNotFoundError:  # the day was purged since: make it again
+            self._make_day(target.parent)
+            os.rename(build, target)
         return target
+
+    def _make_day(self, day: Path) -> None:
+        if make_private_dir(day):
+            fsync_dir(day.parent)
+        self._days.add(day)
 
     def sync(self) -> None:
         """Make everything written to the spool's filesystem durable, in one journal commit (syncfs(2))."""

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mospool.outputs.pages.render import AUDIOS, ENV, IMAGES, KINDS, VIDEOS, day_of, href
+from mospool.config import COMMAND
+from mospool.outputs.pages.render import (
+    AUDIOS,
+    ENV,
+    IMAGES,
+    KINDS,
+    VIDEOS,
+    Shown,
+    day_of,
+    href,
+    shown_time,
+)
 from mospool.store import Folder, State
 from mospool.store.layout import BODY_STEM, ERROR, MEDIA, PAGE, SPOOL_FILE, media_file_name
 from mospool.store.record import described_files
@@ -48,7 +60,7 @@ class Part:
 @dataclass
 class Notice:
     number: int
-    fields: list[tuple[str, str]]
+    fields: list[tuple[str, str | Shown]]
     subject: str | None
     text: str | None
     parts: list[Part] = field(default_factory=list)
@@ -56,24 +68,28 @@ class Notice:
     not_fetched: int = 0  # parts beyond [media] max_parts
 
 
-def record_page(folder: Folder, located: Path | None = None) -> bytes:
+def record_page(
+    folder: Folder, located: Path | None = None, names: Sequence[str] | None = None, zone: dt.tzinfo = dt.UTC
+) -> bytes:
     """The page of one record folder, built from what it holds; ``located``: where its files are now, if
-    not yet at ``folder.path`` (the build folder, before it is published)."""
+    not yet at ``folder.path`` (the build folder, before it is published); ``names``: its files, when the
+    caller knows them (else the folder is listed); times shown in ``zone``."""
     files_at = located or folder.path
     notices = folder.notices
+    received_at = (folder.request or {}).get("received_at") or _first(notices, "received_at")
     html = ENV.get_template("record.html").render(
         id=folder.spool_id,
         state=folder.state.value,
         day=day_of(folder.spool_id) or "",
         title=_title(notices[0] if notices else {}, folder.state),
-        received_at=(folder.request or {}).get("received_at") or _first(notices, "received_at"),
+        received_at=shown_time(received_at, zone),
         remote_addr=(folder.request or {}).get("remote_addr"),
-        notices=[_notice(files_at, n, notice) for n, notice in enumerate(notices, 1)],
+        notices=[_notice(files_at, n, notice, zone) for n, notice in enumerate(notices, 1)],
         batch=len(notices) > 1,
-        failure=_failure(folder),
+        failure=_failure(folder, zone),
         duplicate=_duplicate(folder),
         loose_media=_loose_media(folder, files_at) if not folder.messages else [],
-        files=_files(files_at),
+        files=_files(files_of(files_at) if names is None else sorted(names)),
     )
     return html.encode()
 
@@ -88,21 +104,27 @@ def _first(notices: Sequence[Mapping[str, Any]], key: str) -> Any:
     return next((notice.get(key) for notice in notices if notice.get(key)), None)
 
 
-def _notice(files_at: Path, number: int, notice: Mapping[str, Any]) -> Notice:
+def _notice(files_at: Path, number: int, notice: Mapping[str, Any], zone: dt.tzinfo) -> Notice:
     copy_to = notice.get("copy_to") or []
-    rows = [
+    status, details = notice.get("status"), notice.get("status_details")
+    rows: list[tuple[str, Any]] = [
         ("kind", KINDS.get(str(notice.get("kind")), str(notice.get("kind") or "?"))),
         ("from", notice.get("from")),
         ("to", notice.get("to")),
         ("copy to", ", ".join(str(number) for number in copy_to) if isinstance(copy_to, list) else copy_to),
         ("keyword", notice.get("keyword")),
-        ("Sinch timestamp", notice.get("timestamp")),
+        ("Sinch timestamp", shown_time(notice.get("timestamp"), zone)),
         ("tracking id", notice.get("tracking_id")),
         ("origin / code", " / ".join(str(v) for v in (notice.get("origin"), notice.get("code")) if v)),
         ("operator", notice.get("operator_id")),
-        ("status", notice.get("status")),
+        ("operator name", notice.get("operator_name")),
+        ("status", status),
+        ("status details", details if details != status else None),  # Sinch's status may be its details
+        ("MMS id", notice.get("mms_id")),
+        ("sent as", notice.get("sent_as")),
+        ("client reference", notice.get("client_reference")),
     ]
-    fields = [(name, str(value)) for name, value in rows if value]
+    fields = [(name, value if isinstance(value, Shown) else str(value)) for name, value in rows if value]
     media = notice.get("media") or []
     parts = [_part(files_at, part) for part in media if isinstance(part, dict)]
     subject, text = _text(notice.get("subject")), _text(notice.get("text"))
@@ -184,7 +206,7 @@ class Failure:
     not_fetched: int = 0  # parts beyond [media] max_parts
 
 
-def _failure(folder: Folder) -> Failure | None:
+def _failure(folder: Folder, zone: dt.tzinfo) -> Failure | None:
     if folder.state not in (State.FAILED, State.DISMISSED):
         return None
     error = folder.error or {}
@@ -197,8 +219,8 @@ def _failure(folder: Folder) -> Failure | None:
         error=str(error.get("error") or f"no {ERROR} in the folder"),
         parts=[(str(p.get("url") or "?"), str(p.get("error") or "?")) for p in parts if isinstance(p, dict)],
         attempts=error.get("attempts"),
-        failed_at=error.get("failed_at"),
-        retry=f"python -m mospool retry {folder.spool_id}" if folder.state is State.FAILED else None,
+        failed_at=shown_time(error.get("failed_at"), zone),
+        retry=f"{COMMAND} retry {folder.spool_id}" if folder.state is State.FAILED else None,
         not_fetched=_count(error.get("parts_not_fetched")),
     )
 
@@ -218,6 +240,6 @@ def _duplicate(folder: Folder) -> Duplicate | None:
     return Duplicate(original or "unknown", link)
 
 
-def _files(files_at: Path) -> list[tuple[str, str]]:
-    """(link, what it is) for each file of the folder a person may want to open: one listing, no globbing."""
-    return [(href(note.name), f"{note.name}: {note.what}") for note in described_files(files_of(files_at))]
+def _files(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(link, what it is) for each file of the folder a person may want to open."""
+    return [(href(note.name), f"{note.name}: {note.what}") for note in described_files(names)]

@@ -1,6 +1,6 @@
 """The spool's pages for a checkout (``scripts/run-local``), served as the shipped browse site serves them.
 
-``python -m mospool.outputs.pages.serve --spool DIR --port 8025`` runs the shipped nginx site,
+This module (``--spool DIR --port 8025``; scripts/run-local runs it) serves with the shipped nginx site,
 ``deploy/nginx/mo-spool-browse.conf``, with its port and spool rendered into a folder of its own, when nginx
 is installed; otherwise a small Python server that reads its rules from the same file: the same headers on
 every answer (the Content-Security-Policy whose ``sandbox`` keeps any script from running, even a postback's

@@ -11,13 +11,15 @@ They are rewritten atomically (a temp file renamed over the old one; being deriv
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from mospool.config import Settings
-from mospool.durable import FILE_MODE
+from mospool.durable import write_file
+from mospool.english import counted
 from mospool.index import Index
 from mospool.outputs.pages import render
 from mospool.outputs.registry import status_parts
@@ -38,26 +40,16 @@ ROW_COLUMNS = (
     "spool_id, position, state, received_at, kind, substr(sender, 1, 200) AS sender, "
     "substr(recipient, 1, 200) AS recipient, substr(subject, 1, 400) AS subject, "
     "substr(text, 1, 400) AS text, media_count, first_image, substr(reason, 1, 400) AS reason, "
-    "substr(duplicate_of, 1, 200) AS duplicate_of"
+    "substr(duplicate_of, 1, 200) AS duplicate_of, substr(status, 1, 200) AS status, "
+    "substr(status_details, 1, 400) AS status_details"
 )
 
 
 def write_view(path: Path, data: bytes) -> None:
     """Replace a view atomically: readers see the old page or the new one, never a part."""
     temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
+    write_file(temp, data, sync=False)  # derived: made again if a crash loses it
     temp.replace(path)
-
-
-def utc_stamp() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class DayPages:
@@ -71,8 +63,10 @@ class DayPages:
         day: str,
         per_page: int = ROWS_PER_PAGE,
         labels: dict[int, str] | None = None,
+        zone: dt.tzinfo = dt.UTC,
     ) -> None:
         self.index = index
+        self.zone = zone
         self.per_page = per_page
         self.labels = {} if labels is None else labels  # full page number -> the times it spans (immutable)
         self.state, self.day = state, day
@@ -86,14 +80,25 @@ class DayPages:
         total = self._count("folder < ?", self.high)
         full = total // self.per_page
         first = self._count("folder < ?", self.low + since) // self.per_page
-        for chunk in range(first, full):
-            self._write_full(chunk, full)
+        for chunk, rows in enumerate(self._full_pages(first, full), first):
+            self._write_full(chunk, full, rows)
         self._drop_pages_after(full)
         links = self._page_links(full)
         rows = self._newest_rows()
-        note = f"{total} notifications; this page: the newest {len(rows)}"
-        write_view(self.folder / PAGE, render.day_page(self.state, self.day, rows, links, note, utc_stamp()))
+        note = f"{counted(total, 'notification')}; this page: the newest {len(rows)}"
+        stamp = render.stamp(self.zone)
+        page = render.day_page(self.state, self.day, rows, links, note, stamp, self.zone, total)
+        write_view(self.folder / PAGE, page)
         return full - first + 1
+
+    def is_current(self) -> bool:
+        """Whether the day's pages were last written whole for as many notifications as the index holds: the
+        index page is written last, so one that says so was preceded by every page of its rewrite."""
+        try:
+            written = render.written_for((self.folder / PAGE).read_bytes())
+        except OSError:
+            return False
+        return written == self._count("folder < ?", self.high)
 
     def _count(self, bound: str, value: str) -> int:
         sql = f"SELECT count(*) FROM messages WHERE folder >= ? AND {bound}"  # noqa: S608 (constant bounds)
@@ -105,20 +110,24 @@ class DayPages:
             f"SELECT {ROW_COLUMNS} FROM messages WHERE folder >= ? AND folder < ? "  # noqa: S608
             "ORDER BY folder DESC, position DESC LIMIT ?"
         )
-        return [
-            render.day_row(dict(row)) for row in self.index.query(sql, (self.low, self.high, self.per_page))
-        ]
+        found = self.index.query(sql, (self.low, self.high, self.per_page))
+        return [render.day_row(dict(row), self.zone) for row in found]
 
-    def _rows(self, offset: int, limit: int) -> list[render.Row]:
+    def _full_pages(self, first: int, full: int) -> Iterator[list[render.Row]]:
+        """The rows of full pages ``first`` to ``full`` (0-based), oldest page first, each newest first: one
+        walk of the folder index from the first one's start, not one per page."""
         sql = (
             f"SELECT {ROW_COLUMNS} FROM messages WHERE folder >= ? AND folder < ? "  # noqa: S608
             "ORDER BY folder, position LIMIT ? OFFSET ?"
         )
-        rows = self.index.query(sql, (self.low, self.high, limit, offset))
-        return [render.day_row(dict(row)) for row in reversed(rows)]
+        found = self.index.query(
+            sql, (self.low, self.high, (full - first) * self.per_page, first * self.per_page)
+        )
+        for start in range(0, len(found), self.per_page):
+            page = found[start : start + self.per_page]
+            yield [render.day_row(dict(row), self.zone) for row in reversed(page)]
 
-    def _write_full(self, chunk: int, full: int) -> None:
-        rows = self._rows(chunk * self.per_page, self.per_page)
+    def _write_full(self, chunk: int, full: int, rows: list[render.Row]) -> None:
         self.labels[chunk + 1] = f"{rows[-1].time[:5]} to {rows[0].time[:5]}"
         first, last = chunk * self.per_page + 1, (chunk + 1) * self.per_page
         note = f"page {chunk + 1} of {full} full pages: notifications {first} to {last} of the day"
@@ -127,7 +136,7 @@ class DayPages:
             links.append(render.PageLink(day_page_name(chunk + 2), "newer"))
         if chunk > 0:
             links.append(render.PageLink(day_page_name(chunk), "older"))
-        page = render.day_page(self.state, self.day, rows, links, note, utc_stamp())
+        page = render.day_page(self.state, self.day, rows, links, note, render.stamp(self.zone), self.zone)
         write_view(self.folder / day_page_name(chunk + 1), page)
 
     def _drop_pages_after(self, full: int) -> None:
@@ -155,51 +164,64 @@ class DayPages:
         for number in range(1, full + 1):
             start = edges.get((number - 1) * self.per_page + 1)
             end = edges.get(number * self.per_page)
-            self.labels[number] = f"{_clock(start)} to {_clock(end)}"
+            self.labels[number] = f"{self._clock(start)} to {self._clock(end)}"
 
-
-def _clock(folder: str | None) -> str:
-    if not folder:
-        return "?"
-    try:
-        return id_time(folder.rsplit("/", 1)[-1]).strftime("%H:%M")
-    except ValueError:
-        return "?"
+    def _clock(self, folder: str | None) -> str:
+        if not folder:
+            return "?"
+        try:
+            return id_time(folder.rsplit("/", 1)[-1]).astimezone(self.zone).strftime("%H:%M")
+        except ValueError:
+            return "?"
 
 
 class RootPage:
     """The spool root's index.html; each day's count is kept until that day is filed into again."""
 
-    def __init__(self, spool: Spool, index: Index, settings: Settings) -> None:
+    def __init__(self, spool: Spool, index: Index, settings: Settings, zone: dt.tzinfo = dt.UTC) -> None:
         self.spool = spool
         self.index = index
         self.settings = settings
+        self.zone = zone
         self._counts: dict[tuple[str, str], int] = {}
+        self._shown: render.Overview | None = None  # what the page last written shows
 
     def forget(self, state: str, day: str) -> None:
         self._counts.pop((state, day), None)
 
-    def write(self) -> None:
+    def write(self, only_if_changed: bool = False) -> bool:
+        """Rewrite the page; with ``only_if_changed``, only when what it shows changed (a delivery made or
+        parked, a backlog that ages). Returns whether it was written."""
+        overview = self._overview()
+        if only_if_changed and overview == self._shown:
+            return False
+        page = render.root_page(dataclasses.replace(overview, generated=render.stamp(self.zone)))
+        write_view(self.spool.front_page, page)
+        self._shown = overview
+        return True
+
+    def _overview(self) -> render.Overview:
         days = {state.value: self._days(state) for state in FILED_STATES}
         waiting, oldest = self.spool.backlog(WAITING_COUNT_LIMIT)
-        overview = render.Overview(
+        return render.Overview(
             counts={state: sum(day.count for day in found) for state, found in days.items()},
             waiting=waiting,
             waiting_capped=waiting >= WAITING_COUNT_LIMIT,
-            oldest_waiting_seconds=_age(oldest),
+            oldest_waiting_seconds=round(_age(oldest)),
             deferred=self.spool.deferred_count(),
             days={state: found[:DAYS_SHOWN] for state, found in days.items()},
             reasons=self._reasons(),
-            generated=utc_stamp(),
+            generated="",
             outputs=[part for part in status_parts(self.settings, self.spool) if part.active],
         )
-        write_view(self.spool.front_page, render.root_page(overview))
 
     def _days(self, state: State) -> list[render.DayCount]:
-        return [
+        """The days that hold records, newest first: a day emptied by retries or dismissals is left out."""
+        found = [
             render.DayCount(self._day_link(state, day), day, self._count(state, day))
             for day in reversed(self.spool.records.days(state))
         ]
+        return [day for day in found if day.count]
 
     def _day_link(self, state: State, day: str) -> str:
         """The day's page, or its folder (a listing) where the worker has written none, as in dismissed/."""
