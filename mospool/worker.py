@@ -87,11 +87,17 @@ class Worker:
 
     def recover(self) -> None:
         released = self.spool.recover()
+        for postback_id in released:
+            # Published before the crash, but maybe not indexed: indexed now, before anything is claimed, so
+            # a resend of it waiting beside it is found a duplicate (processing it again would index it late).
+            folder = self.spool.filed(postback_id)
+            if folder is not None:
+                self.filer.refile(folder)
         removed = self.spool.clean_tmp(self.settings.spool.tmp_grace_seconds)
         if released or removed:
             log.info(
                 "recovered %s, removed %s",
-                counted(released, "claimed postback"),
+                counted(len(released), "claimed postback"),
                 counted(removed, "stale tmp file"),
             )
 

@@ -220,9 +220,9 @@ class Spool:
     def is_deferred(self, path: Path) -> bool:
         return path.parent == self.deferred
 
-    def recover(self) -> int:
-        """After a crash: every claimed file goes back to incoming/. Returns how many."""
-        count = 0
+    def recover(self) -> list[str]:
+        """After a crash: every claimed file goes back to incoming/. Returns their ids."""
+        released = []
         for entry in list(os.scandir(self.work)):
             path = Path(entry.path)
             inner = path / (entry.name + SUFFIX)
@@ -232,8 +232,8 @@ class Spool:
                 self.release(inner)
             else:
                 continue
-            count += 1
-        return count
+            released.append(postback_id(path))
+        return released
 
     def clean_tmp(self, older_than: float) -> int:
         """Remove receiver leftovers in tmp/ older than ``older_than`` seconds. Returns how many."""
