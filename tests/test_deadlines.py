@@ -18,7 +18,8 @@ import pytest
 from mospool import deadline
 from mospool.config import MediaSettings
 from mospool.media import Fetcher, MediaError
-from mospool.outputs.webhooks import ForwardSettings, WebhookClient
+from mospool.outputs.webhook_client import WebhookClient
+from mospool.outputs.webhooks import ForwardSettings
 from mospool.store import Entry
 from tests.hostile import ENDLESS_CHUNKED_BODY, MODES, SLOW_BODY, SLOW_HEADERS, Hostile
 from tests.webhook_app import SECRET
