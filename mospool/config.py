@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from mospool.values import (
+    DAY,
+    GIB,
     Network,
     boolean,
     index_url,
     log_level,
     networks,
     node_name,
-    non_negative_int,
-    positive_float,
-    positive_int,
+    seconds,
     token,
     url_path,
+    whole,
     words,
 )
 
@@ -83,6 +84,9 @@ class WorkerSettings:
     concurrency: int = 16  # threads mostly wait on a group commit: more of them, bigger commits
     rescan_seconds: float = 30.0
     stop_timeout_seconds: float = 20.0
+    # Below this free space the worker files nothing (postbacks wait in incoming/): above the receiver's
+    # 64 MiB by what the downloads in flight may write (16 parts at max_bytes), so the receiver still stores.
+    min_free_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,12 @@ class MediaSettings:
     allowed_hosts: tuple[str, ...] = ()
     allow_private_networks: bool = False
     max_redirects: int = 3
-    parallel_downloads: int = 8  # for the whole worker, across postbacks: 4 postbacks (concurrency) x 2 parts
+    parallel_downloads: int = 16  # for the whole worker, across postbacks and origins
+    per_host_downloads: int = 8  # on one origin: a stuck one leaves the other half to the rest
+    # An MMS has at most 8 slides (Sinch), each a text and one object, plus its SMIL layout: 17 parts; twice
+    # that, for carriers that split differently. Parts beyond it are named in the record, not fetched.
+    max_parts: int = 32
+    max_total_bytes: int = 64 * 1024 * 1024  # all the parts of one postback
     attempts: int = 6
     retry_base_seconds: float = 30.0
     give_up_after_seconds: float = 6 * 3600.0
@@ -161,54 +170,70 @@ class Settings:
         return section.settings() if found is None else found
 
 
+MIB = 1024 * 1024
+SIZE_CAP = 2**50  # 1 PiB: more than any disk, less than an overflow
 CORE_SECTIONS = (
-    Section("spool", SpoolSettings, {"dir": str, "tmp_grace_seconds": positive_int, "node": node_name}),
+    Section(
+        "spool", SpoolSettings, {"dir": str, "tmp_grace_seconds": whole(1, 30 * int(DAY)), "node": node_name}
+    ),
     Section("index", IndexSettings, {"url": index_url, "password_file": str}, secret_keys=frozenset({"url"})),
     Section(
         "receiver",
         ReceiverSettings,
         {
             "path": url_path,
-            "max_body_bytes": positive_int,
-            "min_free_bytes": non_negative_int,
+            "max_body_bytes": whole(1, 64 * MIB),
+            "min_free_bytes": whole(0, SIZE_CAP),
             "allowed_networks": networks,
-            "trusted_proxy_count": non_negative_int,
+            "trusted_proxy_count": whole(0, 10),
             "token": token,
-            "retry_after_seconds": positive_int,
+            "retry_after_seconds": whole(1, int(DAY)),
         },
     ),
     Section(
         "worker",
         WorkerSettings,
         {
-            "concurrency": positive_int,
-            "rescan_seconds": positive_float,
-            "stop_timeout_seconds": positive_float,
+            "concurrency": whole(1, 256),
+            "rescan_seconds": seconds(0.1, 3600),
+            "stop_timeout_seconds": seconds(0.1, 600),
+            "min_free_bytes": whole(0, SIZE_CAP),
         },
     ),
     Section(
         "media",
         MediaSettings,
         {
-            "connect_timeout_seconds": positive_float,
-            "timeout_seconds": positive_float,
-            "max_bytes": positive_int,
+            "connect_timeout_seconds": seconds(0.1, 300),
+            "timeout_seconds": seconds(0.1, 3600),
+            "max_bytes": whole(1, GIB),
             "allowed_schemes": words,
             "allowed_hosts": words,
             "allow_private_networks": boolean,
-            "max_redirects": non_negative_int,
-            "parallel_downloads": positive_int,
-            "attempts": positive_int,
-            "retry_base_seconds": positive_float,
-            "give_up_after_seconds": positive_float,
+            "max_redirects": whole(0, 20),
+            "parallel_downloads": whole(1, 256),
+            "per_host_downloads": whole(1, 256),
+            "max_parts": whole(1, 1000),
+            "max_total_bytes": whole(1, 16 * GIB),
+            "attempts": whole(1, 100),
+            "retry_base_seconds": seconds(0.01, DAY),
+            "give_up_after_seconds": seconds(0.01, 30 * DAY),
         },
     ),
     Section(
         "retention",
         RetentionSettings,
-        {"processed_days": positive_int, "failed_days": positive_int, "duplicates_days": positive_int},
+        {
+            "processed_days": whole(1, 36500),
+            "failed_days": whole(1, 36500),
+            "duplicates_days": whole(1, 36500),
+        },
     ),
-    Section("monitor", MonitorSettings, {"metrics_textfile": str, "backlog_alert_seconds": positive_int}),
+    Section(
+        "monitor",
+        MonitorSettings,
+        {"metrics_textfile": str, "backlog_alert_seconds": whole(1, 30 * int(DAY))},
+    ),
     Section("logging", LoggingSettings, {"level": log_level}),
 )
 _CORE_FIELDS = {field.name for field in dataclasses.fields(Settings)} - {"outputs"}

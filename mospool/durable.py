@@ -72,12 +72,36 @@ def fsync_dir(path: Path) -> None:
 
 def make_dir(path: Path) -> bool:
     """Create one folder (mode 0750) if it is missing and fsync its parent; True if it was created."""
+    if not make_private_dir(path):
+        return False
+    fsync_dir(path.parent)
+    return True
+
+
+def make_private_dir(path: Path, parents: bool = False) -> bool:
+    """Create a folder, mode 0750 whatever the umask (and its missing parents too, if asked); True if it
+    was created (False: it was there)."""
+    if parents and not path.parent.is_dir():
+        make_private_dir(path.parent, parents=True)
     try:
         path.mkdir(mode=DIR_MODE)
     except FileExistsError:
         return False
-    fsync_dir(path.parent)
+    os.chmod(path, DIR_MODE)  # mkdir's mode is cut by the umask: under 077 the group could not read
     return True
+
+
+def create_private(path: Path) -> None:
+    """Create an empty file, mode 0640 whatever the umask, unless it exists (a database file, before the
+    library that fills it creates it with its own mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
 
 
 def owned_like(path: Path, model: Path) -> None:

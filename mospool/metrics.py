@@ -56,6 +56,17 @@ class Metrics:
             "1 while the worker reaches the index and claims postbacks, 0 while it holds them in the spool",
             registry=self.registry,
         )
+        self.free_bytes = Gauge(
+            "mospool_free_bytes", "Free space on the spool's filesystem", registry=self.registry
+        )
+        self.filing_paused = Gauge(
+            "mospool_filing_paused",
+            "1 while the worker files nothing because free space is below [worker] min_free_bytes",
+            registry=self.registry,
+        )
+        self.media_waiting = Gauge(
+            "mospool_media_waiting", "Postbacks waiting for their media parts", registry=self.registry
+        )
         self._extra: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -82,6 +93,10 @@ class Metrics:
     def set_backlog(self, count: int, oldest_seconds: float) -> None:
         self.backlog.set(count)
         self.oldest.set(oldest_seconds)
+
+    def set_space(self, free_bytes: int, paused: bool) -> None:
+        self.free_bytes.set(free_bytes)
+        self.filing_paused.set(1 if paused else 0)
 
     def write(self) -> None:
         """Atomically replace the textfile (prometheus_client writes a temp file and renames it)."""

@@ -3,13 +3,18 @@
 Every postback ends in exactly one folder: processed/, duplicates/, failed/ (or deferred/ while a media
 download waits for a retry). This module decides which and builds what the folder holds; the filer
 (``mospool.filer``) writes and publishes it, the worker (``mospool.worker``) only schedules.
+
+An MMS is processed in two steps, so that no thread waits for its media: ``handle`` returns ``Fetch`` (the
+parts to download, at most ``[media] max_parts``; the rest are named in the record), the worker has the
+fetcher download them, and ``resume`` files the record once the last part is in. Meanwhile the postback
+stays claimed in work/, and only its ids are held in memory (it is read again to be filed).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,20 @@ class Deferred(Exception):
     """Some media parts failed transiently; the postback waits in deferred/ for its next try."""
 
 
+class Postponed(Exception):
+    """The media origin is not keeping up: the postback waits in deferred/, no try counted."""
+
+
+POSTPONE_SECONDS = 10.0  # then tried at the worker's next rescan
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """What ``handle`` returns for a postback whose media must be downloaded before it is filed."""
+
+    urls: list[str]
+
+
 class Failed(Exception):
     """The postback cannot be processed; it is filed under failed/ with this stage and error."""
 
@@ -48,7 +67,9 @@ class Claimed:
     postback: Postback | None = None
     parsed: Parsed | None = None
     keys: list[str] = field(default_factory=list)
+    owners: list[Owner] = field(default_factory=list)  # each key's: this postback, or the earlier one
     retry: dict[str, Any] = field(default_factory=dict)
+    plan: dict[int, tuple[list[str], int]] = field(default_factory=dict)  # notice -> (URLs fetched, not)
     new_build: bool = False  # its build folder was made for this try: no schedule of an earlier one in it
     done: Done = field(default=lambda state, error: None)  # told when its record is published, or is not
 
@@ -82,12 +103,25 @@ class Processor:
         self.policy = retry.Policy.of(settings.media)
         self.node = settings.spool.node
 
-    def handle(self, claimed: Claimed) -> str:
-        """The outcome: processed, duplicate, failed, deferred or already filed. Storage errors propagate."""
+    def handle(self, claimed: Claimed) -> str | Fetch:
+        """The outcome (processed, duplicate, failed, deferred, postponed or already filed), or the parts to
+        fetch before ``resume``. Storage errors propagate."""
+        return self._guarded(claimed, self._file)
+
+    def resume(self, claimed: Claimed, results: Sequence[media.MediaFile | media.MediaError]) -> str:
+        """File a postback once its parts are in (``results[i]`` for the Fetch's ``urls[i]``)."""
+        outcome = self._guarded(claimed, lambda again: self._file_with_media(again, results))
+        assert isinstance(outcome, str)
+        return outcome
+
+    def _guarded(self, claimed: Claimed, step: Callable[[Claimed], str | Fetch]) -> str | Fetch:
+        """The single catch boundary of every step."""
         try:
-            return self._file(claimed)
+            return step(claimed)
         except Deferred:
             return "deferred"
+        except Postponed:
+            return "postponed"
         except Failed as failure:
             self._fail(claimed, failure)
             return "failed"
@@ -98,21 +132,40 @@ class Processor:
             self._fail(claimed, Failed("internal", f"{type(exc).__name__}: {exc}"))
             return "failed"
 
-    def _file(self, claimed: Claimed) -> str:
+    def _file(self, claimed: Claimed) -> str | Fetch:
         if self._already_filed(claimed):
             return "already filed"
         claimed.retry = {} if claimed.new_build else self.spool.retry_schedule(claimed.build)
+        self._load(claimed)
+        claimed.owners = [self.index.claim(key, claimed.id) for key in claimed.keys]
+        if all(owner.spool_id != claimed.id for owner in claimed.owners):
+            return self._file_duplicate(claimed, claimed.owners[0])
+        urls = self._plan_media(claimed)
+        if not urls:
+            return self._file_processed(claimed, [])
+        busy = self.fetcher.admit(urls)
+        if busy:
+            self._postpone(claimed, busy)
+        claimed.postback = claimed.parsed = None  # read again to be filed: memory stays flat while it waits
+        return Fetch(urls)
+
+    def _load(self, claimed: Claimed) -> None:
         claimed.postback = self._read(claimed)
         claimed.parsed = self._parse(claimed.postback)
         sha = claimed.postback.meta["body_sha256"]
         claimed.keys = [record.dedup_key(r, sha, n) for n, r in enumerate(claimed.parsed.records, 1)]
+
+    def _file_with_media(
+        self, claimed: Claimed, results: Sequence[media.MediaFile | media.MediaError]
+    ) -> str:
+        self._load(claimed)
+        return self._file_processed(claimed, self._media(claimed, results))
+
+    def _file_processed(self, claimed: Claimed, fetched: Sequence[Media | None]) -> str:
+        assert claimed.postback is not None and claimed.parsed is not None
         received_at = claimed.postback.meta["received_at"]
-        owners = [self.index.claim(key, claimed.id) for key in claimed.keys]
-        if all(owner.spool_id != claimed.id for owner in owners):
-            return self._file_duplicate(claimed, owners[0])
-        fetched = self._fetch_media(claimed, owners)
         messages = record.messages(
-            claimed.id, received_at, claimed.parsed, claimed.keys, owners, fetched, self.node
+            claimed.id, received_at, claimed.parsed, claimed.keys, claimed.owners, fetched, self.node
         )
         self._publish(claimed, self._filing(claimed, State.PROCESSED, messages=messages))
         return "processed"
@@ -142,32 +195,51 @@ class Processor:
 
     # --- media
 
-    def _fetch_media(self, claimed: Claimed, owners: Sequence[Owner]) -> list[Media | None]:
-        """The parts of every new MMS notice (None for the others); raises Deferred or Failed when a part is
-        missing."""
+    def _plan_media(self, claimed: Claimed) -> list[str]:
+        """The URLs to fetch, of every new MMS notice in order, at most max_parts in all; the plan keeps which
+        notice each belongs to and how many of its parts are left out."""
         assert claimed.parsed is not None
-        records = claimed.parsed.records
-        wanted = [
-            n
-            for n, (notice, owner) in enumerate(zip(records, owners, strict=True))
-            if notice.kind == "mms_mo" and owner.spool_id == claimed.id and notice.media_urls
-        ]
-        urls = [url for n in wanted for url in records[n].media_urls]
-        fetched: list[Media | None] = [None] * len(records)
-        if not urls:
-            return fetched
-        results = self.fetcher.fetch_all(urls, claimed.build)
+        budget = self.settings.media.max_parts
+        urls: list[str] = []
+        for n, (notice, owner) in enumerate(zip(claimed.parsed.records, claimed.owners, strict=True)):
+            if notice.kind != "mms_mo" or owner.spool_id != claimed.id or not notice.media_urls:
+                continue
+            taken = list(notice.media_urls[: max(budget - len(urls), 0)])
+            claimed.plan[n] = (taken, len(notice.media_urls) - len(taken))
+            urls += taken
+        return urls
+
+    def _media(
+        self, claimed: Claimed, results: Sequence[media.MediaFile | media.MediaError]
+    ) -> list[Media | None]:
+        """Each notice's parts (None for the notices without media); raises Deferred or Failed when a part
+        is missing."""
+        assert claimed.parsed is not None
         errors = [result for result in results if isinstance(result, media.MediaError)]
         if errors:
             self._media_failed(claimed, errors)
         files = [result for result in results if isinstance(result, media.MediaFile)]
         self.metrics.media_bytes.inc(sum(part.bytes for part in files))
         parts = iter(files)
-        for n in wanted:
-            mine = [next(parts) for _ in records[n].media_urls]
+        fetched: list[Media | None] = [None] * len(claimed.parsed.records)
+        for n, (urls, left_out) in sorted(claimed.plan.items()):
+            mine = [next(parts) for _ in urls]
             texts = [part.text for part in mine if part.text is not None]
-            fetched[n] = Media([part.to_json() for part in mine], texts)
+            fetched[n] = Media([part.to_json() for part in mine], texts, left_out)
         return fetched
+
+    def not_fetched(self, claimed: Claimed) -> int:
+        return sum(left_out for _, left_out in claimed.plan.values())
+
+    def _postpone(self, claimed: Claimed, reason: str) -> None:
+        """Wait in deferred/ for the next rescan, keeping the retry schedule's count as it is."""
+        assert claimed.postback is not None
+        log.info("postback %s waits in %s/: %s", claimed.id, State.DEFERRED, reason)
+        claimed.retry = retry.postponed(claimed.retry, reason, POSTPONE_SECONDS, utc_now())
+        self.index.defer(claimed.keys, claimed.id, claimed.postback.meta["received_at"])
+        self.spool.set_retry_schedule(claimed.build, claimed.retry)
+        self.spool.defer(claimed.build, claimed.work_file)
+        raise Postponed
 
     def _media_failed(self, claimed: Claimed, errors: Sequence[media.MediaError]) -> None:
         parts = [{"url": error.url, "error": str(error), "permanent": error.permanent} for error in errors]
@@ -230,6 +302,8 @@ class Processor:
             "failed_at": utc_now().isoformat(),
             "notices": record.summaries(claimed.parsed),
         }
+        if self.not_fetched(claimed):
+            error["parts_not_fetched"] = self.not_fetched(claimed)
         self._publish(claimed, self._filing(claimed, State.FAILED, error=error))
 
 

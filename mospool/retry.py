@@ -74,6 +74,18 @@ def after_failure(
     return Step(give_up, state)
 
 
+def postponed(previous: Mapping[str, Any], reason: str, seconds: float, now: dt.datetime) -> dict[str, Any]:
+    """The schedule of a postback set aside for ``seconds`` without a try (its origin is not keeping up):
+    the attempts and errors so far stay as they are, ``postponed`` says why it waits."""
+    next_try = now + dt.timedelta(seconds=seconds)
+    return {
+        **previous,
+        "next_try_at": next_try.isoformat(),
+        "next_try_epoch": next_try.timestamp(),
+        "postponed": reason,
+    }
+
+
 def attempts_so_far(state: Mapping[str, Any]) -> int:
     return int(state.get("attempts", 0))
 

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import configparser
 import ipaddress
+import math
 import urllib.parse
 import zoneinfo
+from collections.abc import Callable
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Sane bounds shared by many keys: no setting may ask for an absurd amount of time or space.
+DAY = 86_400.0
+GIB = 2**30
+TIB = 2**40
 
 
 def non_negative_int(raw: str) -> int:
@@ -36,6 +43,35 @@ def positive_float(raw: str) -> float:
     if not value > 0:
         raise ValueError("must be greater than 0")
     return value
+
+
+def whole(low: int, high: int) -> Callable[[str], int]:
+    """A parser for a count or a size in ``[low, high]``: whole, no unit."""
+
+    def parse(raw: str) -> int:
+        value = non_negative_int(raw) if low >= 0 else int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be at least {_shown(low)} and at most {_shown(high)}")
+        return value
+
+    return parse
+
+
+def seconds(low: float, high: float) -> Callable[[str], float]:
+    """A parser for a duration in ``[low, high]`` seconds: a finite number, no unit (inf and nan refused)."""
+
+    def parse(raw: str) -> float:
+        value = positive_float(raw)
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ValueError(f"must be at least {_shown(low)} and at most {_shown(high)} seconds")
+        return value
+
+    return parse
+
+
+def _shown(value: float) -> str:
+    """86400 or 0.05, as config.ini takes it."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def boolean(raw: str) -> bool:

@@ -3,6 +3,13 @@
 It only schedules: what happens to one postback is ``mospool.process``, how a record is written and published
 is ``mospool.filer``. watchdog events are only hints that something arrived: a start-up scan and a periodic
 rescan find what inotify dropped, and a claim is an atomic rename, so nothing is done twice.
+
+A postback waiting for its media holds no thread: the fetcher calls back when its parts are in, and the rest
+of its filing goes back on the pool. Claims pause while the fetcher has enough waiting on origins that
+answer (``Fetcher.saturated``) and while free space is below ``[worker] min_free_bytes`` (``mospool.space``).
+
+One concept, scheduling, in some 360 lines: the batch mode (drain) and the daemon (run) share the claim,
+its continuation after the media, and the bookkeeping of what is held (``mospool.inflight``).
 """
 
 from __future__ import annotations
@@ -14,8 +21,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +35,18 @@ from mospool.english import counted
 from mospool.filer import Filer, Output
 from mospool.index import STORAGE_ERRORS, IndexStage, IndexUnavailable, open_index, where
 from mospool.index.watch import Watch
+from mospool.inflight import InFlight
 from mospool.metrics import Metrics
 from mospool.outputs import Context, build_outputs
-from mospool.process import Claimed, Processor
+from mospool.process import Claimed, Fetch, Processor
+from mospool.space import SpaceWatch
 from mospool.store import Spool, State, id_time
 from mospool.store.layout import SUFFIX
 from mospool.store.spool import postback_id as id_of
 
 log = logging.getLogger(__name__)
+
+Part = media.MediaFile | media.MediaError
 
 # The startup scan and each rescan take the oldest this-many waiting files: oldest first, flat memory.
 SCAN_BATCH = 5000
@@ -65,15 +76,15 @@ class Worker:
             outputs = build_outputs(Context(settings, self.spool, self.index, self.metrics))
         self.filer = Filer(self.spool, self.metrics, [IndexStage(self.index), *outputs])
         self.processor = Processor(settings, self.spool, self.index, self.filer, self.metrics, self.media)
-        self._in_flight: set[str] = set()
-        # Released after a storage error: skipped until the next drain() or periodic rescan, not retried hot.
-        self._released: set[str] = set()
-        self._lock = threading.Lock()
+        self.space = SpaceWatch(self.spool.free_bytes, settings.worker.min_free_bytes, self.metrics)
+        self._pool = ThreadPoolExecutor(settings.worker.concurrency, thread_name_prefix="postback")
+        self.held = InFlight()
         self._stop = threading.Event()
         self._stop_deadline: float | None = None
         self._ticker: threading.Thread | None = None  # set at stop: until then the filer may publish
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)  # first: what the fetcher hands back now waits
         self.media.close()
         self.filer.close()
         self.index.close()
@@ -82,30 +93,51 @@ class Worker:
 
     def recover(self) -> None:
         released = self.spool.recover()
+        for postback_id in released:
+            # Published before the crash, but maybe not indexed: indexed now, before anything is claimed, so
+            # a resend of it waiting beside it is found a duplicate (processing it again would index it late).
+            folder = self.spool.filed(postback_id)
+            if folder is not None:
+                self.filer.refile(folder)
         removed = self.spool.clean_tmp(self.settings.spool.tmp_grace_seconds)
         if released or removed:
             log.info(
                 "recovered %s, removed %s",
-                counted(released, "claimed postback"),
+                counted(len(released), "claimed postback"),
                 counted(removed, "stale tmp file"),
             )
 
     def drain(self) -> int:
-        """Process everything waiting (and every retry that is due), then return how many were handled."""
+        """Process everything waiting (and every retry that is due), then return how many were handled;
+        stops early while free space is below [worker] min_free_bytes."""
         handled = 0
-        self._released.clear()
-        with ThreadPoolExecutor(self.settings.worker.concurrency) as pool:
-            while self.watch.up and (batch := self.next_batch()):
-                handled += sum(1 for _ in pool.map(self.process, batch))
+        self.held.next_pass()
+        while self.watch.up and not self.space.low() and (batch := self.next_batch()):
+            running: set[Future[str]] = set()
+            for path in batch:
+                running = self._wait_for_room(running)
+                running.add(self._pool.submit(self.process, path))
+            wait(running)
+            self.held.wait_for_fetches(None)
+            handled += len(batch)
         self.filer.flush()
         self.filer.tick()
         self.write_metrics()
         return handled
 
+    def _wait_for_room(self, running: set[Future[str]]) -> set[Future[str]]:
+        """Until fewer than two claims per thread are queued, and the fetcher is not saturated."""
+        while True:
+            running = {future for future in running if not future.done()}
+            if len(running) < self.settings.worker.concurrency * 2 and not self.media.saturated():
+                return running
+            time.sleep(0.01)
+
     def write_metrics(self) -> None:
         count, oldest = self.spool.backlog(SCAN_BATCH)
         age = (utc_now() - id_time(oldest)).total_seconds() if oldest else 0.0
         self.metrics.set_backlog(count, max(age, 0.0))
+        self.metrics.media_waiting.set(self.media.waiting())
         self.metrics.write()
 
     def next_batch(self) -> list[Path]:
@@ -113,8 +145,7 @@ class Worker:
         while the index cannot be reached (they wait where they are)."""
         if not self.watch.up:
             return []
-        with self._lock:
-            busy = self._in_flight | self._released
+        busy = self.held.busy()
         ids = (name for name in self.spool.waiting_ids() if name not in busy)
         oldest = heapq.nsmallest(SCAN_BATCH, ids)
         if oldest:
@@ -130,33 +161,68 @@ class Worker:
     # --- one postback: the single catch boundary
 
     def process(self, path: Path) -> str:
-        """Claim and file one postback (a file in incoming/ or a folder in deferred/); returns the outcome."""
+        """Claim and file one postback (a file in incoming/ or a folder in deferred/); returns the outcome, or
+        "fetching" when it waits for its media (it is filed later, by another thread)."""
         postback_id = id_of(path)
-        with self._lock:
-            if postback_id in self._in_flight or postback_id in self._released:
-                return "busy"  # released after a storage error: the next rescan tries it, not its own event
-            if not self.watch.up:
-                return "held"  # the index cannot be reached: not claimed, it waits where it is
-            self._in_flight.add(postback_id)
+        if not self.watch.up:
+            return "held"  # the index cannot be reached: not claimed, it waits where it is
+        if not self.held.take(postback_id):
+            return "busy"  # released after a storage error: the next rescan tries it, not its own event
         started = time.monotonic()
+        outcome = "gone"
         try:
+            if self.space.low():
+                outcome = "waiting for space"
+                return outcome
             work_file = self.spool.undefer(path) if self.spool.is_deferred(path) else self.spool.claim(path)
             if work_file is None:
-                return "gone"
+                return outcome
             build, new = self.spool.open_build(postback_id)
             claimed = Claimed(work_file, build, new_build=new)
             claimed.done = lambda state, error: self._filed(claimed, state, error, started)
-            try:
-                outcome = self.processor.handle(claimed)
-            except STORAGE_ERRORS as exc:  # disk full, I/O error: not the postback's fault
-                self._release(claimed, exc)
-                return "released"
-            if outcome not in HANDED_TO_THE_FILER:  # those are logged once published (_filed)
-                self._log(claimed, outcome, started)
+            outcome = self._run(claimed, started, lambda: self.processor.handle(claimed))
             return outcome
         finally:
-            with self._lock:
-                self._in_flight.discard(postback_id)
+            if outcome != "fetching":
+                self.held.done(postback_id)
+
+    def _run(self, claimed: Claimed, started: float, step: Callable[[], str | Fetch]) -> str:
+        """One step of a claimed postback: its outcome logged, or its media started ("fetching")."""
+        try:
+            result = step()
+            if isinstance(result, Fetch):
+                self._fetch(claimed, result, started)
+                return "fetching"
+        except STORAGE_ERRORS as exc:  # disk full, I/O error: not the postback's fault
+            self._release(claimed, exc)
+            return "released"
+        if result not in HANDED_TO_THE_FILER:  # those are logged once published (_filed)
+            self._log(claimed, result, started)
+        return result
+
+    def _fetch(self, claimed: Claimed, fetch: Fetch, started: float) -> None:
+        self.held.fetching()
+        try:
+            self.media.start(
+                fetch.urls, claimed.build, lambda results: self._resume_soon(claimed, results, started)
+            )
+        except BaseException:
+            self.held.fetched(None)
+            raise
+
+    def _resume_soon(self, claimed: Claimed, results: Sequence[Part], started: float) -> None:
+        """Called by the fetcher once the parts are in: the rest of the filing goes back on the pool."""
+        try:
+            self._pool.submit(self._resume, claimed, results, started)
+        except RuntimeError:  # the worker is stopping: the postback stays in work/ until the next start
+            log.info("postback %s: stopping; it is filed after the next start", claimed.id)
+            self.held.fetched(claimed.id)
+
+    def _resume(self, claimed: Claimed, results: Sequence[Part], started: float) -> None:
+        try:
+            self._run(claimed, started, lambda: self.processor.resume(claimed, results))
+        finally:
+            self.held.fetched(claimed.id)
 
     def _filed(self, claimed: Claimed, state: State, error: BaseException | None, started: float) -> None:
         """The filer's word on a record handed to it: published, or not known durable (a later pass)."""
@@ -178,8 +244,7 @@ class Worker:
                 State.INCOMING,
                 error,
             )
-        with self._lock:
-            self._released.add(claimed.id)
+        self.held.release(claimed.id)
         for candidate in (claimed.work_file, claimed.build / claimed.work_file.name):
             if candidate.exists():
                 self.spool.release(candidate)
@@ -225,7 +290,7 @@ class Worker:
 
     def _serve(self, hints: queue.SimpleQueue[Path], observer: Any) -> int:
         settings = self.settings.worker
-        pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="postback")
+        pool = self._pool
         running: set[Future[str]] = set()
         next_scan, backlog = 0.0, False
         self._ticker = threading.Thread(target=self._tick_loop, name="tick", daemon=True)
@@ -249,8 +314,11 @@ class Worker:
                 next_scan = time.monotonic() + settings.rescan_seconds
                 for path in batch:
                     hints.put(path)
-            if len(running) >= settings.concurrency * 2:
+            if len(running) >= settings.concurrency * 2 or self.media.saturated():
                 time.sleep(0.01)
+                continue
+            if self.space.low():  # postbacks wait in incoming/; the hints stay queued till space is back
+                time.sleep(0.2)
                 continue
             try:
                 path = hints.get(timeout=0.2)
@@ -279,7 +347,7 @@ class Worker:
         A receiver killed mid-write leaves a file in tmp/; a worker that runs for months must not wait for its
         next restart to remove it.
         """
-        self._released.clear()
+        self.held.next_pass()
         removed = self.spool.clean_tmp(self.settings.spool.tmp_grace_seconds)
         if removed:
             log.info("removed %s", counted(removed, "stale tmp file"))
@@ -294,7 +362,7 @@ class Worker:
         deadline = self._stop_deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds
         while any(not future.done() for future in running) and time.monotonic() < deadline:
             time.sleep(0.05)
-        left = sum(1 for future in running if not future.done())
+        left = sum(1 for future in running if not future.done()) + self.held.wait_for_fetches(deadline)
         if left:
             log.warning(
                 "%s still in flight at stop; they go back to %s/ at the next start",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +21,19 @@ def small_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
-def fill(disk: Path) -> Path:
-    """Write a file until the disk is full (ENOSPC); returns it, for the test to free the space again."""
+def fill(disk: Path, leave: int = 0) -> Path:
+    """Write a file until the disk is full (ENOSPC), or until only ``leave`` bytes are free; returns it, for
+    the test to free the space again."""
     filler = disk / "filler"
     with filler.open("wb", buffering=0) as handle:
         try:
-            while True:
-                handle.write(b"\0" * 4096)
+            while free_bytes(disk) > leave:
+                handle.write(b"\0" * min(4096, max(free_bytes(disk) - leave, 1)))
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     return filler
+
+
+def free_bytes(disk: Path) -> int:
+    stats = os.statvfs(disk)
+    return stats.f_bavail * stats.f_frsize

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -9,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,6 +50,23 @@ def wait_for_http(host: str, port: int, path: str = "/healthz", timeout: float =
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def worker_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`spool_worker.py` as systemd runs it, its log in ``log``; yielded once it watches, stopped after."""
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            [sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO, stderr=output
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "watching" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield worker
+    finally:
+        worker.terminate()
+        worker.wait(60)
 
 
 class KeepAlive:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import threading
 import time
@@ -19,6 +20,7 @@ from mospool.index import open_index
 from mospool.metrics import Metrics
 from mospool.outputs import Context, build_outputs, webhooks
 from mospool.outputs.delivery import Delivery
+from mospool.outputs.destination import QuietLog
 from mospool.outputs.webhooks import ForwardSettings, Webhooks
 from mospool.store import Entry, Outbox, Spool
 from mospool.worker import Worker
@@ -390,6 +392,44 @@ def test_a_damaged_entry_of_a_filed_record_is_parked(app: App, tmp_path: Path) -
     parked = r.outbox.schedule(f"{postback_id}.001", r.outbox.undelivered)
     assert parked["reason"].startswith("damaged outbox entry")
     assert app.received == []
+
+
+def test_a_failing_application_costs_the_log_a_line_a_minute_not_a_line_a_try(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with App(fail_first(4, Reply(503))) as app:
+        r = rig(tmp_path, app.url)
+        ids = [publish(r.spool, sms(f"sms-{n}")) for n in range(20)]
+        r.worker.drain()
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+        for _ in range(4):  # 80 failed tries in all, well within a minute
+            assert r.delivery.deliver_due(now=FAR_FUTURE) == {"retry": 20}
+        failed = [record for record in caplog.records if record.levelno == logging.WARNING]
+        assert len(failed) == 1, [record.getMessage() for record in failed]
+        assert "HTTP 503" in failed[0].getMessage()
+        assert r.delivery.deliver_due(now=FAR_FUTURE) == {"delivered": 20}
+    again = [record.getMessage() for record in caplog.records if "delivering again" in record.getMessage()]
+    assert again == ["webhook: delivering again (79 failed tries since the last failure line)"]
+    assert len(app.delivered()) == len(ids)
+
+
+def test_the_quiet_log_writes_a_line_a_minute_with_what_it_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    quiet = QuietLog(logging.getLogger("tests.quiet"), "hooks", clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="tests.quiet"):
+        for second in range(0, 150):  # a failed try every second for two and a half minutes
+            now[0] = float(second)
+            quiet.failed("hooks %s: HTTP 503", f"entry-{second}")
+        quiet.delivered()
+        quiet.delivered()
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "hooks entry-0: HTTP 503",
+        "hooks entry-60: HTTP 503 (and 59 more like it since the last line)",
+        "hooks entry-120: HTTP 503 (and 59 more like it since the last line)",
+        "hooks: delivering again (29 failed tries since the last failure line)",
+    ]
 
 
 def test_entries_handed_over_by_the_filer_are_sent_without_reading_the_outbox(

@@ -49,7 +49,8 @@ def test_worker_on_a_full_disk_releases_and_waits_for_the_next_rescan(small_disk
     """A storage error puts the postback back in incoming/; that rename is an inotify event, which must not
     make the worker claim it again at once, in a hot loop, while the disk is still full."""
     spool = Spool(small_disk / "spool")
-    config = write_config(small_disk.parent / "config.ini", spool.root, {"worker": {"rescan_seconds": 2}})
+    worker_settings = {"rescan_seconds": 2, "min_free_bytes": 0}  # filing goes on until it fails
+    config = write_config(small_disk.parent / "config.ini", spool.root, {"worker": worker_settings})
     worker = subprocess.Popen(
         [sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO, stderr=subprocess.PIPE
     )

@@ -285,7 +285,6 @@ def test_extension_for() -> None:
     [
         ("64:ff9b::7f00:1", "127.0.0.1"),  # NAT64
         ("64:ff9b::a9fe:a9fe", "169.254.169.254"),
-        ("64:ff9b:1::7f00:1", "127.0.0.1"),  # local-use NAT64, /96 prefix
         ("2002:7f00:1::", "127.0.0.1"),  # 6to4
         ("2002:a01:203::1", "10.1.2.3"),
         ("::127.0.0.1", "127.0.0.1"),  # IPv4-compatible
@@ -303,6 +302,16 @@ def test_embedded_ipv4_forms_are_refused(origin: Origin, media_dir: Path, addres
     assert ipaddress.IPv4Address(carried) in media.embedded_ipv4(ipaddress.IPv6Address(address))
     assert origin.requests == []
     assert list(media_dir.iterdir()) == []
+
+
+def test_local_use_nat64_carries_an_ipv4_and_is_refused_as_local_use(origin: Origin, media_dir: Path) -> None:
+    url = f"http://[64:ff9b:1::7f00:1]:{origin.port}/x.jpg"  # the usual /96 layout inside the /48
+    assert media.embedded_ipv4(ipaddress.IPv6Address("64:ff9b:1::7f00:1")) == [
+        ipaddress.IPv4Address("127.0.0.1")
+    ]
+    with pytest.raises(MediaError, match=r"refused: .*in 64:ff9b:1::/48, IPv4-IPv6 Translation, local use"):
+        fetch_one(url, 1, media_dir, MediaSettings())
+    assert origin.requests == []
 
 
 @pytest.mark.parametrize(

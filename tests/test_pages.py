@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from mospool import unprintable
 from mospool.cli import main as cli_main
 from mospool.config import IndexSettings, Settings, load_settings
 from mospool.index import IndexStage, open_index
 from mospool.outputs.pages import Pages, rebuild
-from mospool.outputs.pages.record_page import record_page
+from mospool.outputs.pages.record_page import TEXT_LIMIT, record_page
 from mospool.outputs.pages.render import (
     DayCount,
     Overview,
@@ -41,7 +43,6 @@ from tests.pages_spool import (
     ATTRIBUTE,
     HOSTILE_STRINGS,
     LONG_SUBJECT,
-    RTL_EMOJI,
     SCRIPT,
     Filed,
     fill,
@@ -80,10 +81,12 @@ def test_hostile_values_are_shown_as_text(filed: tuple[Spool, Filed]) -> None:
     raw = page.read_text()
     shown = text_of(parse_strictly(page))
     for hostile in HOSTILE_STRINGS:
-        assert hostile in shown
+        assert unprintable.shown(hostile) in shown
     assert SCRIPT not in raw and ATTRIBUTE not in raw
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
-    assert RTL_EMOJI in raw  # escaped markup only: the text itself is kept exactly
+    # the text is kept exactly, but for its bidi controls: shown by name, not obeyed
+    assert "مرحبا بالعالم [U+202E]evil[U+202C] 👍🏽 שלום 🇺🇦" in raw
+    assert "\u202e" not in raw and "\u202c" not in raw
     day = text_of(parse_strictly(spool.processed / page.parent.parent.name / "index.html"))
     assert SCRIPT in day and ATTRIBUTE[:30] in day
 
@@ -109,12 +112,16 @@ def test_a_missing_part_names_its_error_in_plain_words(filed: tuple[Spool, Filed
     assert "gone-1" in shown and "17745550001" in shown  # who sent it, on a failed page too
 
 
-def test_a_50000_character_subject_is_whole_on_its_page_and_cut_in_the_day(
+def test_a_50000_character_subject_is_cut_on_its_page_and_in_the_day_and_whole_in_the_record(
     filed: tuple[Spool, Filed],
 ) -> None:
     spool, ids = filed
     page = page_of(spool, "processed", ids.long_subject)
-    assert LONG_SUBJECT in text_of(parse_strictly(page))
+    shown = text_of(parse_strictly(page))
+    assert "S" * TEXT_LIMIT in shown and "S" * (TEXT_LIMIT + 1) not in shown and "<b>end</b>" not in shown
+    assert "The subject is cut short here: the whole of it is in the body and in the message file" in shown
+    assert len(page.read_bytes()) < TEXT_LIMIT + 16 * 1024
+    assert read_folder(page.parent, State.PROCESSED).messages[0]["subject"] == LONG_SUBJECT
     day = (page.parent.parent / "index.html").read_text()
     assert "S" * 200 not in day
     assert len(day.encode()) < 64 * 1024
@@ -382,3 +389,32 @@ def test_the_root_page_shows_webhooks_waiting_and_undelivered(spool: Spool) -> N
     assert "Webhooks 2 in outbox/, 1 undelivered" in shown
     assert "1 webhook in undelivered/ (mospool list undelivered; mospool redeliver ID… or --all)" in shown
     index.close()
+
+
+BIDI_AND_NUL = "+1 555 \u202e0001\u202c\u2066x\u2069\x00end"
+
+
+def test_bidi_controls_and_nul_are_shown_not_obeyed_in_record_day_pages_and_titles(
+    make_worker: Callable[..., Worker],
+) -> None:
+    worker = make_worker()  # pages on
+    body = sms_json(sender=BIDI_AND_NUL, tracking=BIDI_AND_NUL, text=BIDI_AND_NUL)
+    postback_id = publish(worker.spool, body)
+    worker.drain()
+    worker.close()
+    record = worker.spool.record_dir(State.PROCESSED, postback_id)
+    shown = "+1 555 [U+202E]0001[U+202C][U+2066]x[U+2069][U+0000]end"
+    for page in (record / "index.html", record.parent / "index.html"):
+        raw = page.read_text()
+        assert not any(char in raw for char in "\u202e\u202c\u2066\u2069\x00"), page
+        assert shown[:24] in text_of(parse_bytes(page.read_bytes())), page
+    title = parse_strictly(record / "index.html").find(f"{HTML}head/{HTML}title")
+    assert title is not None and title.text is not None
+    assert title.text.startswith(f"SMS from {shown}")
+
+
+def sms_json(sender: str, tracking: str, text: str) -> bytes:
+    return json.dumps(
+        {"origin": "SMS_MO", "code": "N211", "from": sender, "to": "28444", "tracking-id": tracking,
+         "message-text": text}
+    ).encode()  # fmt: skip

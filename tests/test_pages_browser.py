@@ -1,4 +1,5 @@
-"""The pages in a real browser (Debian's chromium, headless, via its chromedriver) through the shipped browse site.
+"""The pages in a real browser (Debian's chromium, headless, via its chromedriver) through the shipped browse site,
+and through scripts/run-local's page server (nginx, or the same rules in Python).
 
 The spool is filed by the real worker with media from a local origin; nginx serves it with the shipped config
 and its CSP. The test asserts the pictures decoded, that the browser logged no CSP violation nor any error,
@@ -7,10 +8,20 @@ and saves the screenshots the README shows (docs/screenshots/).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.client
+import http.server
+import os
 import re
 import shutil
+import signal
+import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,10 +29,10 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from mospool.store import Spool
-from tests.nginx_stack import REPO, browse_site
+from tests.nginx_stack import REPO, browse_site, wait_for_port
 from tests.origin import Origin
 from tests.pages_spool import SCRIPT, Filed, fill
-from tests.servers import free_port
+from tests.servers import free_port, wait_for_http, write_config
 
 pytestmark = pytest.mark.slow  # chromium and nginx
 
@@ -239,3 +250,115 @@ def test_the_root_page_is_served_and_the_rest_of_the_spool_is_not(
     for hidden in ("index.sqlite3", "incoming/", "work/", "tmp/", "deferred/", ".index.html.tmp"):
         browser.get(f"{base}/{hidden}")
         assert "404" in browser.title or "404" in browser.page_source, hidden
+
+
+# --- scripts/run-local's page server, with a postback whose body is XHTML with a script
+
+
+class Beacon:
+    """A local server that records every request: what a script that ran would call."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        beacon = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                beacon.hits.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+
+def xhtml_with_script(beacon: Beacon) -> bytes:
+    call = f"http://127.0.0.1:{beacon.port}"
+    return (
+        '<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"><head><title>postback</title></head>'
+        f'<body><p>hello</p><script>document.title = "ran"; fetch("{call}/fetch");'
+        f' new Image().src = "{call}/img";</script></body></html>'
+    ).encode()
+
+
+@contextlib.contextmanager
+def run_local(tmp_path: Path, pages_server: str) -> Iterator[tuple[int, int, Path, Path]]:
+    """scripts/run-local on a config under tmp_path: (receiver port, pages port, spool, its log)."""
+    spool = tmp_path / "spool"
+    config = write_config(tmp_path / "config.ini", spool)
+    port, pages = free_port(), free_port()
+    env = {**os.environ, "MOSPOOL_CONFIG": str(config), "BIND": f"127.0.0.1:{port}", "PAGES_PORT": str(pages)}
+    if pages_server:
+        env["PAGES_SERVER"] = pages_server
+    log = tmp_path / "run-local.log"
+    with log.open("w") as output:
+        proc = subprocess.Popen(
+            ["scripts/run-local"], cwd=REPO, env=env, stdout=output, stderr=output, start_new_session=True
+        )
+    try:
+        wait_for_http("127.0.0.1", port, timeout=120)
+        wait_for_port(pages)
+        yield port, pages, spool, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("pages_server", ["", "python"], ids=["nginx", "python"])
+def test_run_local_serves_an_xhtml_body_that_runs_nothing(
+    tmp_path: Path, browser: webdriver.Chrome, pages_server: str
+) -> None:
+    beacon = Beacon()
+    with run_local(tmp_path, pages_server) as (port, pages, spool, log):
+        status = post(port, xhtml_with_script(beacon), "application/xml")
+        assert status == 200
+        deadline = time.monotonic() + 30
+        while not list(spool.glob("failed/*/*/body.xml")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (body,) = spool.glob("failed/*/*/body.xml")  # not a postback: failed at parse, kept whole
+        record = body.parent.relative_to(spool)
+        visit(browser, f"http://127.0.0.1:{pages}/{record}/")
+        browser.find_element("css selector", 'a[href="body.xml"]').click()
+        time.sleep(1)  # what a script would have done, it would have done by now
+        assert browser.current_url == f"http://127.0.0.1:{pages}/{record}/body.xml"
+        assert browser.title != "ran"
+        assert beacon.hits == []
+        assert "hello" in browser.page_source  # the body was shown (as XML), not refused
+        served_by = "nginx" if not pages_server else "Python"
+        assert f"pages served by {served_by}" in log.read_text()
+
+
+def test_the_same_body_without_the_sites_headers_runs_its_script(
+    tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    """The check above can see a script run: served as a plain file server would, it runs."""
+    beacon = Beacon()
+    (tmp_path / "body.xml").write_bytes(xhtml_with_script(beacon))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/body.xml")
+        deadline = time.monotonic() + 10
+        while not beacon.hits and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert browser.title == "ran"
+        assert beacon.hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def post(port: int, body: bytes, content_type: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/postback", body=body, headers={"Content-Type": content_type})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()

@@ -153,7 +153,7 @@ def test_thousand_postbacks_over_one_keepalive_connection(tmp_path: Path) -> Non
 
 
 def test_low_free_space_threshold_answers_503_with_retry_after(tmp_path: Path) -> None:
-    server = start(tmp_path, "threshold", min_free_bytes=2**62, retry_after_seconds=300)
+    server = start(tmp_path, "threshold", min_free_bytes=2**50, retry_after_seconds=300)
     try:
         status, headers, _ = server.post("/postback", b"x")
         health_status = server.post("/healthz", b"", method="GET")[0]

@@ -50,7 +50,14 @@ def test_run_local_names_the_real_spool_and_stops_cleanly(tmp_path: Path, how: s
             proc.send_signal(signal.SIGTERM)
         else:
             os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the whole foreground group
-        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            left = subprocess.run(
+                ["ps", "-o", "pid,stat,args", "-s", str(proc.pid)], capture_output=True, text=True
+            )
+            pytest.fail(f"still running after 60 s:\n{left.stdout}\n{log.read_text()[-3000:]}")
+        assert code == 0, log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

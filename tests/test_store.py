@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from standardwebhooks import Webhook
 
-from mospool.outputs.webhooks import sign
+from mospool.outputs.webhook_client import sign
 from mospool.parse import parse_postback
 from mospool.store import Entry, NotFound, NotMovable, Outbox, Spool, State, encode, new_id
 from mospool.store.outbox import ENTRY_SUFFIX, LEGACY_SUFFIX

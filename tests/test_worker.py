@@ -282,3 +282,33 @@ def test_bad_config_exits_with_a_clear_message(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert "[worker] concurrency" in run.stderr
+
+
+def test_a_record_published_but_not_indexed_before_a_crash_is_indexed_before_its_resend_is_claimed(
+    make_worker: Callable[..., Worker],
+) -> None:
+    """A crash after a record's rename and before its index commit leaves it published, its work file in
+    work/ and no index row. Its resend, waiting beside it, must be found a duplicate: the restart indexes
+    the published record before it claims anything (else the resend, claimed first, is processed again)."""
+    first = make_worker(worker=WorkerSettings(concurrency=1))
+    now = dt.datetime.now(dt.UTC)
+    original = publish(first.spool, sms("resent-1"), when=now)
+    first.drain()
+    first.close()
+    record = folder(first.spool, "processed", original)
+    meta = read_json(record / "request.json")
+    body = next(record.glob("body.*")).read_bytes()
+    index = open_index(first.settings)  # the index commit the crash lost
+    index.forget_folders(first.spool.records.relative(record))
+    index.close()
+    spool = first.spool
+    spool.publish(meta, body, original)  # its spool file, as the crash left it in work/
+    (spool.incoming / f"{original}{SUFFIX}").rename(spool.work / f"{original}{SUFFIX}")
+    resend = publish(spool, sms("resent-1"), when=now - dt.timedelta(seconds=1))  # claimed first
+    restarted = make_worker(worker=WorkerSettings(concurrency=1))
+    restarted.recover()
+    restarted.drain()
+    restarted.close()
+    assert folder(spool, "duplicates", resend).is_dir()
+    assert not folder(spool, "processed", resend).exists()
+    assert list(spool.work.iterdir()) == []

@@ -15,6 +15,7 @@ from mospool.config import COMMAND, Settings
 from mospool.english import counted
 from mospool.index import Index, IndexUnavailable, Search, open_index, where
 from mospool.outputs import outboxes, status_parts
+from mospool.space import shortage
 from mospool.store import FILED_STATES, NotFound, Outbox, Spool, State, id_time
 from mospool.store.layout import PAGE, WAITING_STATES
 from mospool.store.outbox import entry_spool_id
@@ -40,6 +41,10 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
     processed = list(records.folders(State.PROCESSED))
     last = max((p.stat().st_mtime for p in processed[-50:]), default=None)
     alerts = []
+    free = spool.free_bytes()
+    for problem in (spool.write_problem(), shortage(free, settings.worker.min_free_bytes)):
+        if problem:
+            alerts.append(problem)
     if oldest > settings.monitor.backlog_alert_seconds:
         alerts.append(f"oldest waiting postback is {oldest:.0f}s old")
     if counts[State.FAILED]:
@@ -60,7 +65,7 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
         "oldest_waiting_seconds": round(oldest, 1),
         "failures": dict(reasons.most_common()),
         "last_processed_at": dt.datetime.fromtimestamp(last, dt.UTC).isoformat() if last else None,
-        "free_bytes": spool.free_bytes(),
+        "free_bytes": free,
         **{part.key: part.counts for part in parts},
         "attention": alerts,
     }
@@ -176,8 +181,9 @@ def _retry_summary(spool: Spool, path: Path) -> dict[str, Any]:
     if not retry:
         return {}
     last = (retry.get("errors") or [{}])[-1]
-    reason = "; ".join(str(part.get("error")) for part in last.get("parts", []))
-    return {"next_try_at": retry.get("next_try_at"), "attempts": retry.get("attempts"), "reason": reason}
+    reason = retry.get("postponed") or "; ".join(str(part.get("error")) for part in last.get("parts", []))
+    attempts = retry.get("attempts", 0)
+    return {"next_try_at": retry.get("next_try_at"), "attempts": attempts, "reason": reason}
 
 
 def _summary(spool: Spool, folder: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from mospool.durable import create_private
 from mospool.index.reads import Reads, Row, TextMatch
 from mospool.index.rows import COLUMNS, DUPLICATE_COLUMNS, MESSAGE_COLUMNS, RECORD_COLUMNS, folder_rows
 from mospool.store import FILED_STATES, Folder, Owner, Records, State
@@ -120,6 +121,7 @@ class SqliteIndex(Reads):
         self._lock = threading.Lock()  # the writer connection
         self._claims_lock = threading.Lock()  # the claims in memory and their reader connection
         self._claims: dict[str, str] = {}  # dedup key -> the postback processing it now
+        create_private(self.path)  # 0640 whatever the umask; SQLite gives its -wal and -shm the same mode
         self._db = _connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a lost commit would let a Sinch retry through

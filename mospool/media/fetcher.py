@@ -1,64 +1,63 @@
-"""Download the media parts of an MMS MO (the `content[].file` URLs) safely into the record's folder.
+"""The media parts of every MMS MO, downloaded by one shared pool of threads, one lane per origin.
 
-Every URL, and every redirect hop, passes the SSRF guard (``mospool.media.guard``) first, and the connection
-goes to the address it checked. Each download has a total deadline and a byte cap counted on what is read.
-
-One `Fetcher` serves every postback thread: a fixed pool of download threads (so the parts of different
-postbacks interleave) and keep-alive connections pooled per (scheme, host, checked address, port), TLS
-verified against the host name (SNI = the host name) while the socket goes to the checked address.
+One `Fetcher` serves every postback: its download threads take the parts from one lane per origin
+(``mospool.media.lanes``), so a stuck origin holds only its own downloads; each part is downloaded by
+``mospool.media.download`` (SSRF guard, one total deadline, byte caps). A postback does not wait in a thread
+for its parts: ``start`` queues them and calls back once the last one ended. ``admit`` says when a postback
+should rather wait in deferred/ (its origin is stuck and already has enough postbacks waiting on it, or too
+many wait in all), ``saturated`` when the worker should claim no more for now (enough postbacks wait on
+origins that answer).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import os
-import socket
-import ssl
 import threading
-import time
 import urllib.parse
-from collections.abc import Sequence
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-import urllib3
-from urllib3.exceptions import HTTPError, ProtocolError
-
-from mospool import retry
 from mospool.config import MediaSettings
-from mospool.durable import DIR_MODE
-from mospool.media.files import TYPES, MediaFile, describe, extension_for, safe_stem
-from mospool.media.guard import MediaError, Resolver, Target, check_url, resolve_tcp
-from mospool.store.layout import MEDIA, MEDIA_TEMP_PATTERN, media_part, media_part_pattern, media_temp
+from mospool.durable import make_private_dir
+from mospool.media.download import Budget, Downloader
+from mospool.media.files import TYPES, MediaFile, describe
+from mospool.media.guard import MediaError, Resolver, resolve_tcp
+from mospool.media.lanes import Job, Lanes
+from mospool.store.layout import MEDIA, MEDIA_TEMP_PATTERN, media_part_pattern
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "mo-spool/1"
-CHUNK = 64 * 1024
-REDIRECTS = {301, 302, 303, 307, 308}
-# Connection pools kept (least recently used dropped): a few content hosts, each maybe on a few addresses.
-MAX_POOLS = 32
+# Postbacks waiting for their parts, as multiples of the settings (see the module docstring).
+SATURATED_PER_DOWNLOAD = 4  # x parallel_downloads, on origins that answer: the worker claims no more
+CONGESTED_PER_DOWNLOAD = 2  # x per_host_downloads, on one congested origin: more wait in deferred/
+TOTAL_PER_DOWNLOAD = 16  # x parallel_downloads, in all: more wait in deferred/
 
-Response = urllib3.BaseHTTPResponse
-Pool = urllib3.HTTPConnectionPool
+Result = MediaFile | MediaError
+Done = Callable[[list[Result]], None]
+
+
+def origin_of(url: str) -> str:
+    """scheme://host:port, the key of a download lane (a URL that does not parse has a lane of its own)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        return "(unparsable)"
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').rstrip('.')}:{port}"
 
 
 class Fetcher:
-    """Fetches media parts for any number of postback threads at once; build one, share it, close() it.
-
-    `parallel_downloads` download threads serve every caller, taking parts in the order they were asked for,
-    so at most that many parts (and connections per host) are in flight in the whole worker.
-    """
+    """Fetches media parts for any number of postbacks at once; build one, share it, close() it."""
 
     def __init__(self, settings: MediaSettings, resolve: Resolver = resolve_tcp) -> None:
         self.settings = settings
-        self._resolve = resolve
-        self._tls = ssl.create_default_context()  # verifies the chain and the host name given as SNI
-        self._pools: collections.OrderedDict[tuple[str, str, str, int], Pool] = collections.OrderedDict()
+        self.downloader = Downloader(settings, resolve)
         self._lock = threading.Lock()
-        self._downloads = ThreadPoolExecutor(settings.parallel_downloads, thread_name_prefix="media")
+        self._lanes = Lanes(settings.parallel_downloads, settings.per_host_downloads)
+        self._waiting: collections.Counter[str] = collections.Counter()  # postbacks, by origin
+        self._postbacks = 0  # postbacks waiting for parts, in all
 
     def __enter__(self) -> Fetcher:
         return self
@@ -67,198 +66,153 @@ class Fetcher:
         self.close()
 
     def close(self) -> None:
-        """Stop taking parts and close idle connections; a download in flight ends on its own deadline."""
-        self._downloads.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            pools, self._pools = list(self._pools.values()), collections.OrderedDict()
-        for pool in pools:
-            pool.close()
+        """Stop taking parts (those queued come back as transient failures); close idle connections. A
+        download in flight ends on its own deadline."""
+        self._lanes.close()
+        self.downloader.close()
 
-    def fetch_all(self, urls: Sequence[str], record_dir: Path) -> list[MediaFile | MediaError]:
-        """Every part into record_dir/media/; result i is for urls[i]. Complete parts are reused."""
-        media_dir = record_dir / MEDIA
-        media_dir.mkdir(mode=DIR_MODE, exist_ok=True)
-        for leftover in media_dir.glob(
-            MEDIA_TEMP_PATTERN
-        ):  # a download a crash cut short: fetched again below
-            leftover.unlink()
-        try:
-            jobs = [
-                self._downloads.submit(self._fetch_or_reuse, url, index, media_dir)
-                for index, url in enumerate(urls, 1)
-            ]
-        except RuntimeError:  # close() came first
-            return [_stopped(url) for url in urls]
-        return [_outcome(job, url) for job, url in zip(jobs, urls, strict=True)]
+    # --- how many postbacks wait, and where
 
-    def _fetch_or_reuse(self, url: str, index: int, media_dir: Path) -> MediaFile | MediaError:
-        done = sorted(media_dir.glob(media_part_pattern(index)))
-        if done:
-            return describe(done[0], index, url, TYPES.get(done[0].suffix.lstrip(".")))
-        try:
-            return self.fetch_one(url, index, media_dir)
-        except MediaError as error:
-            log.warning("media part %d of %s: %s", index, media_dir.parent.name, error)
-            return error
-
-    def fetch_one(self, url: str, index: int, media_dir: Path) -> MediaFile:
+    def admit(self, urls: Sequence[str]) -> str | None:
+        """Why a postback with these parts should wait in deferred/ rather than here, or None."""
         settings = self.settings
-        deadline = time.monotonic() + settings.timeout_seconds
-        current = url
-        for _ in range(settings.max_redirects + 1):
-            target = check_url(current, settings, self._resolve)
-            response = self._get(current, target, deadline)
-            if response.status not in REDIRECTS:
-                return _save(url, index, response, media_dir, settings, deadline)
-            location = response.headers.get("Location")
-            _discard(response)
-            if not location:
-                raise MediaError(url, f"HTTP {response.status} redirect without a Location", permanent=True)
-            current = urllib.parse.urljoin(current, location)
-        raise MediaError(
-            url, f"refused: more than max_redirects ({settings.max_redirects}) redirects", permanent=True
-        )
-
-    # --- the request, to the checked address
-
-    def _get(self, url: str, target: Target, deadline: float) -> Response:
-        pool = self._pool(target)
-        headers = {
-            "Host": target.host_header, "User-Agent": USER_AGENT, "Accept": "*/*",
-            "Accept-Encoding": "identity",
-        }  # fmt: skip
-        for attempt in (1, 2):
-            remaining = _remaining(url, deadline)
-            timeout = urllib3.Timeout(
-                connect=min(self.settings.connect_timeout_seconds, remaining), read=remaining
-            )
-            try:
-                return pool.urlopen(
-                    "GET", target.path, headers=headers, timeout=timeout, retries=False, redirect=False,
-                    assert_same_host=False, preload_content=False, decode_content=False, release_conn=False,
-                )  # fmt: skip
-            except ProtocolError as exc:  # a kept-alive connection the server had just closed: once more
-                if attempt == 2:
-                    raise MediaError(url, f"connection failed: {exc!r}", permanent=False) from exc
-            except (HTTPError, OSError) as exc:
-                raise MediaError(url, f"connection failed: {exc!r}", permanent=False) from exc
-        raise AssertionError("unreachable")
-
-    def _pool(self, target: Target) -> Pool:
-        key = (target.scheme, target.host, target.address, target.port)
         with self._lock:
-            pool = self._pools.get(key)
-            if pool is None:
-                pool = self._pools[key] = self._new_pool(target)
-                if len(self._pools) > MAX_POOLS:
-                    self._pools.popitem(last=False)[1].close()
-            self._pools.move_to_end(key)
-            return pool
+            if self._postbacks >= TOTAL_PER_DOWNLOAD * settings.parallel_downloads:
+                return f"{self._postbacks} postbacks already wait for media"
+            for origin in sorted({origin_of(url) for url in urls}):
+                waiting = self._waiting[origin]
+                enough = waiting >= CONGESTED_PER_DOWNLOAD * settings.per_host_downloads
+                if enough and self._lanes.congested(origin):
+                    return f"{origin} is not answering and {waiting} postbacks already wait on it"
+        return None
 
-    def _new_pool(self, target: Target) -> Pool:
-        size = self.settings.parallel_downloads
-        if target.scheme == "https":
-            return urllib3.HTTPSConnectionPool(
-                target.address, target.port, maxsize=size, ssl_context=self._tls, server_hostname=target.host
+    def saturated(self) -> bool:
+        """Enough postbacks wait on origins that answer: claiming more would only queue them here."""
+        with self._lock:
+            healthy = sum(n for origin, n in self._waiting.items() if not self._lanes.congested(origin))
+        return healthy >= SATURATED_PER_DOWNLOAD * self.settings.parallel_downloads
+
+    def waiting(self) -> int:
+        with self._lock:
+            return self._postbacks
+
+    # --- a postback's parts
+
+    def start(self, urls: Sequence[str], record_dir: Path, done: Done) -> None:
+        """Queue every part for record_dir/media/ and call ``done(results)`` (result i for urls[i]) from the
+        thread that ends the last one. Parts already complete from an earlier try are reused."""
+        media_dir = record_dir / MEDIA
+        make_private_dir(media_dir)
+        for leftover in media_dir.glob(MEDIA_TEMP_PATTERN):  # a download a crash cut short: fetched again
+            leftover.unlink()
+        origins = {origin_of(url) for url in urls}
+        with self._lock:
+            self._postbacks += 1
+            self._waiting.update(origins)
+
+        def finished(results: list[Result]) -> None:
+            with self._lock:
+                self._postbacks -= 1
+                self._waiting.subtract(origins)
+                self._waiting += collections.Counter()  # drop the origins at zero
+            done(results)
+
+        batch = _Postback(urls, media_dir, self.settings.max_total_bytes, finished)
+        for index, url in enumerate(urls, 1):
+            reused = batch.reuse(index)
+            if reused is not None:
+                batch.settle(index, reused)
+                continue
+            try:
+                self._lanes.submit(origin_of(url), _Part(self, batch, index))
+            except RuntimeError:  # close() came first
+                batch.settle(index, _stopped(url))
+
+    def fetch_all(self, urls: Sequence[str], record_dir: Path) -> list[Result]:
+        """``start``, waiting for the results in this thread."""
+        ended = threading.Event()
+        found: list[Result] = []
+
+        def done(results: list[Result]) -> None:
+            found.extend(results)
+            ended.set()
+
+        self.start(urls, record_dir, done)
+        ended.wait()
+        return found
+
+    def fetch_one(self, url: str, index: int, media_dir: Path, budget: Budget | None = None) -> MediaFile:
+        """One part, in this thread (``mospool.media.download``)."""
+        return self.downloader.fetch_one(url, index, media_dir, budget)
+
+
+class _Postback:
+    """The parts of one postback: their results as they come, and the call once the last one is in."""
+
+    def __init__(self, urls: Sequence[str], media_dir: Path, max_total: int, done: Done) -> None:
+        self.urls = list(urls)
+        self.media_dir = media_dir
+        self.budget = Budget(max_total)
+        self._results: list[Result | None] = [None] * len(urls)
+        self._left = len(urls)
+        self._lock = threading.Lock()
+        self._done = done
+        if not urls:
+            done([])
+
+    @property
+    def record(self) -> str:
+        return self.media_dir.parent.name
+
+    def reuse(self, index: int) -> MediaFile | None:
+        """A part a previous try completed (it counts against the budget too)."""
+        whole = sorted(self.media_dir.glob(media_part_pattern(index)))
+        if not whole:
+            return None
+        part = describe(whole[0], index, self.urls[index - 1], TYPES.get(whole[0].suffix.lstrip(".")))
+        self.budget.add(part.bytes)
+        return part
+
+    def settle(self, index: int, result: Result) -> None:
+        with self._lock:
+            self._results[index - 1] = result
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._done([result for result in self._results if result is not None])
+
+
+class _Part(Job):
+    def __init__(self, fetcher: Fetcher, postback: _Postback, index: int) -> None:
+        self.fetcher = fetcher
+        self.postback = postback
+        self.index = index
+
+    @property
+    def url(self) -> str:
+        return self.postback.urls[self.index - 1]
+
+    def run(self) -> bool:
+        try:
+            result: Result = self.fetcher.fetch_one(
+                self.url, self.index, self.postback.media_dir, self.postback.budget
             )
-        return urllib3.HTTPConnectionPool(target.address, target.port, maxsize=size)
+        except MediaError as error:
+            log.warning("media part %d of %s: %s", self.index, self.postback.record, error)
+            result = error
+        except Exception as exc:  # a bug must not leave the postback waiting for ever
+            log.exception("media part %d of %s: unexpected error", self.index, self.postback.record)
+            result = MediaError(self.url, f"internal error: {type(exc).__name__}: {exc}", permanent=False)
+        self.postback.settle(self.index, result)
+        return isinstance(result, MediaError) and result.timed_out
+
+    def cancel(self) -> None:
+        self.postback.settle(self.index, _stopped(self.url))
 
 
 # --- the response
 
 
-def _outcome(job: Future[MediaFile | MediaError], url: str) -> MediaFile | MediaError:
-    try:
-        return job.result()
-    except CancelledError:
-        return _stopped(url)
-
-
 def _stopped(url: str) -> MediaError:
     """A part close() dropped before it started: tried again later, like any transient failure."""
     return MediaError(url, "not fetched: the worker was stopping", permanent=False)
-
-
-def _remaining(url: str, deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise MediaError(url, "timed out: timeout_seconds deadline passed", permanent=False)
-    return left
-
-
-def _discard(response: Response) -> None:
-    """Close a response whose body we do not read: its connection is not worth draining for reuse."""
-    response.close()
-    response.release_conn()
-
-
-def _status_error(url: str, response: Response) -> MediaError:
-    status = response.status
-    transient = status in (408, 429) or status >= 500
-    retry_after = retry.retry_after_seconds(response.headers.get("Retry-After")) if transient else None
-    return MediaError(
-        url, f"HTTP {status} {response.reason}", permanent=not transient, retry_after=retry_after
-    )
-
-
-def _save(
-    url: str, index: int, response: Response, media_dir: Path, settings: MediaSettings, deadline: float
-) -> MediaFile:
-    """Stream a 200 into place; the connection goes back to its pool only after a whole, clean body."""
-    reusable = False
-    try:
-        if response.status != 200:
-            raise _status_error(url, response)
-        declared = response.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > settings.max_bytes:
-            raise MediaError(
-                url, f"Content-Length {declared} exceeds max_bytes ({settings.max_bytes})", permanent=True
-            )
-        content_type = response.headers.get("Content-Type")
-        final = media_dir / media_part(index, safe_stem(url), extension_for(content_type, url))
-        temp = media_dir / media_temp(index)
-        temp.unlink(missing_ok=True)
-        try:
-            size = _stream(url, response, temp, settings.max_bytes, deadline)
-            if declared and declared.isdigit() and size < int(declared):
-                raise MediaError(
-                    url, f"download interrupted: got {size} of {declared} bytes", permanent=False
-                )
-            os.rename(temp, final)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        reusable = True
-    finally:
-        if reusable:
-            response.release_conn()
-        else:
-            _discard(response)
-    return describe(final, index, url, content_type)
-
-
-def _stream(url: str, response: Response, temp: Path, limit: int, deadline: float) -> int:
-    with temp.open("xb") as out:
-        size = 0
-        while True:
-            _set_timeout(response, _remaining(url, deadline))
-            try:
-                chunk = response.read1(CHUNK)  # one recv at most, so the deadline is checked between them
-            except (HTTPError, OSError) as exc:
-                raise MediaError(url, f"download interrupted: {exc!r}", permanent=False) from exc
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                raise MediaError(url, f"part exceeds max_bytes ({limit})", permanent=True)
-            out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    return size
-
-
-def _set_timeout(response: Response, seconds: float) -> None:
-    connection = response.connection
-    sock = getattr(connection, "sock", None)
-    if isinstance(sock, socket.socket):
-        sock.settimeout(seconds)

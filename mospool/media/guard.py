@@ -1,9 +1,10 @@
 """The SSRF guard: whether a media URL may be fetched, and the checked address to connect to.
 
 The URLs come from the internet and are hostile until checked: only allowed schemes and hosts, no
-credentials, every address the host resolves to must be public (unless allow_private_networks), and IPv6
-forms that carry an IPv4 address are judged by that IPv4 too. The fetcher connects to the address checked
-here, so DNS cannot be re-pointed between the check and the connect.
+credentials, no URL longer than ``MAX_URL_CHARS``, and every address the host resolves to must be globally
+reachable unicast (``mospool.media.addresses``: IANA's special-purpose registries), unless
+allow_private_networks. The fetcher connects to the address checked here, so DNS cannot be re-pointed
+between the check and the connect.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mospool.config import MediaSettings
+from mospool.media.addresses import why_not_global
 
 REQUEST_TARGET_SAFE = "/?&=%:@!$'()*+,;-._~"
-NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
-IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+MAX_URL_CHARS = 8192  # Sinch's content URLs are a hundred characters; a longer one is not one of them
 
 Resolver = Callable[[str, int], Sequence[tuple[Any, ...]]]
 
@@ -28,11 +28,20 @@ Resolver = Callable[[str, int], Sequence[tuple[Any, ...]]]
 class MediaError(Exception):
     """One part could not be fetched: permanent (do not retry) or transient (retry later)."""
 
-    def __init__(self, url: str, message: str, *, permanent: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        message: str,
+        *,
+        permanent: bool,
+        retry_after: float | None = None,
+        timed_out: bool = False,
+    ) -> None:
         super().__init__(message)
         self.url = url
         self.permanent = permanent
         self.retry_after = retry_after
+        self.timed_out = timed_out  # it ran into a deadline: the origin is stuck, not merely saying no
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ def resolve_tcp(host: str, port: int) -> Sequence[tuple[Any, ...]]:
 
 def check_url(url: str, settings: MediaSettings, resolve: Resolver = resolve_tcp) -> Target:
     """Raise a permanent MediaError naming the rule a URL breaks; else resolve it to a checked address."""
+    if len(url) > MAX_URL_CHARS:
+        raise _refused(url, f"the URL is longer than {MAX_URL_CHARS} characters")
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in settings.allowed_schemes:
@@ -101,34 +112,6 @@ def _host_allowed(host: str, allowed: Sequence[str]) -> bool:
 
 def _check_public(url: str, host: str, address: str) -> None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    carried = embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else []
-    for ipv4 in carried:
-        if not _public(ipv4):
-            rule = f"{host} resolves to non-public address {ip}, which carries IPv4 {ipv4}"
-            raise _refused(url, f"{rule} (allow_private_networks)")
-    # A local-use NAT64 prefix only reaches the operator's own network (IANA: not globally reachable),
-    # whatever it carries; this Python's ipaddress predates that registry entry.
-    if ip in LOCAL_NAT64 or (not carried and not _public(ip)):
-        raise _refused(url, f"{host} resolves to non-public address {ip} (allow_private_networks)")
-
-
-def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return ip.is_global and not ip.is_multicast and not ip.is_unspecified
-
-
-def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses an IPv6 address carries: what a packet to it ends up reaching.
-
-    IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96) and local-use NAT64
-    (64:ff9b:1::/48, with the usual /96 layout: the last 32 bits), 6to4 (2002::/16, bits 16-47) and Teredo
-    (2001::/32: the server in bits 32-63, the client in the last 32 bits inverted).
-    """
-    if ip.ipv4_mapped:
-        return [ip.ipv4_mapped]
-    if ip in IPV4_COMPATIBLE or ip in NAT64 or ip in LOCAL_NAT64:
-        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
-    if ip.sixtofour:
-        return [ip.sixtofour]
-    if ip.teredo:
-        return list(ip.teredo)
-    return []
+    problem = why_not_global(ip)
+    if problem:
+        raise _refused(url, f"{host} resolves to non-public address {ip} ({problem}; allow_private_networks)")

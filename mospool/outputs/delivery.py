@@ -29,7 +29,7 @@ from mospool.english import counted
 from mospool.filer import Batch
 from mospool.metrics import Metrics
 from mospool.outputs.ahead import Ahead
-from mospool.outputs.destination import DeliveryMetrics, Route
+from mospool.outputs.destination import DeliveryMetrics, QuietLog, Route
 from mospool.outputs.due import DueQueue
 from mospool.store import Entry, Spool
 from mospool.store.outbox import entry_spool_id
@@ -62,6 +62,8 @@ class Delivery:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._removals: queue.SimpleQueue[str | None] | None = None  # set while the threads run
+        self._retrying = QuietLog(log, route.name)
+        self._parking = QuietLog(log, route.name, logging.ERROR)
 
     # --- what the output calls
 
@@ -244,6 +246,7 @@ class Delivery:
         attempt = retry.attempts_so_far(schedule) + 1
         elapsed_ms = (time.monotonic() - started) * 1000
         if answer.delivered:
+            self._retrying.delivered()
             log.info(
                 "%s %s delivered: %s attempt=%d ms=%.1f",
                 self.route.name,
@@ -263,7 +266,7 @@ class Delivery:
             return self._park(name, entry, step.state, reason), None
         self.outbox.set_schedule(name, step.state)
         self._queue.set_retried([name])
-        log.warning(
+        self._retrying.failed(
             "%s %s: %s attempt=%d ms=%.1f; next try at %s",
             self.route.name,
             entry.id,
@@ -277,7 +280,7 @@ class Delivery:
     def _park(self, name: str, entry: Entry, schedule: dict[str, Any], reason: str) -> str:
         self.outbox.park(name, schedule, reason)
         self._forget_schedule(name)
-        log.error(
+        self._parking.failed(
             "%s %s undelivered, parked in %s/: %s",
             self.route.name,
             entry.id,

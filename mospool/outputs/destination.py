@@ -4,13 +4,17 @@ An output that delivers describes its destination with a ``Route``: a name (for 
 ``destination`` label), the address its retry schedules name, its outbox in the spool, a ``Transport`` that
 makes one try and says how it went (an ``Answer``), its retry policy, its number of sender threads, and the
 record states it takes. ``delivery_status`` is what a destination adds to `mospool status` and the front
-page.
+page; ``QuietLog`` keeps a failing destination's log to a line a minute.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from mospool import retry
 from mospool.config import COMMAND
@@ -50,6 +54,52 @@ class Route:
     policy: retry.Policy
     concurrency: int
     states: tuple[str, ...]  # record states whose messages it takes
+
+
+class QuietLog:
+    """A destination's failed tries in the log: the first after it was delivering at once, then at most one
+    line a minute, saying how many tries it stands for; and a line (at most one a minute) once it delivers
+    again. A destination retrying 20,000 entries every few seconds writes a few lines, not 100,000."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        name: str,
+        level: int = logging.WARNING,
+        every_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger, self.name, self.level = logger, name, level
+        self.every = every_seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last_line = self._last_recovery = float("-inf")
+        self._left_out = 0  # failed tries not written one by one since the last line
+        self._failing = False
+
+    def failed(self, message: str, *args: Any) -> None:
+        with self._lock:
+            now = self.clock()
+            self._failing = True
+            if now - self._last_line < self.every:
+                self._left_out += 1
+                return
+            left_out, self._left_out, self._last_line = self._left_out, 0, now
+        if left_out:
+            message += " (and %d more like it since the last line)"
+            args = (*args, left_out)
+        self.logger.log(self.level, message, *args)
+
+    def delivered(self) -> None:
+        with self._lock:
+            now = self.clock()
+            if not self._failing or now - self._last_recovery < self.every:
+                return
+            self._failing, self._last_recovery = False, now
+            left_out, self._left_out = self._left_out, 0
+        self.logger.info(
+            "%s: delivering again (%d failed tries since the last failure line)", self.name, left_out
+        )
 
 
 class DeliveryMetrics:

@@ -6,41 +6,34 @@ body per notice and enqueues it: the entry holds the exact bytes that are signed
 ``webhook-id``. Requests are signed per Standard Webhooks: an HMAC-SHA256 over ``id.timestamp.body`` with the
 secret, fresh at each try.
 
-One concept, the webhooks, in a little over 300 lines: their settings, what is sent, how it is sent, and the
-output's stages, which `mospool resend` shares (``entries``).
+Their settings, what is sent, and the output's stages, which `mospool resend` shares (``entries``); how one
+try is made is ``mospool.outputs.webhook_client``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
 import ipaddress
 import json
-import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import urllib3
-
 from mospool import retry
 from mospool.config import Section
 from mospool.filer import Batch
 from mospool.metrics import Metrics
 from mospool.outputs.delivery import Delivery
-from mospool.outputs.destination import Answer, Route, delivery_status
+from mospool.outputs.destination import Route, delivery_status
 from mospool.outputs.registry import BaseOutput, Context, Spec, StatusPart, register
+from mospool.outputs.webhook_client import WebhookClient, secret_key
 from mospool.store import Entry, Folder, Spool, State
 from mospool.store.outbox import entry_name
 from mospool.store.record import SCHEMA
-from mospool.values import http_url, positive_float, positive_int, words
+from mospool.values import DAY, http_url, seconds, whole, words
 
-RESPONSE_LIMIT = 4096  # bytes of the application's answer kept for the log and the undelivered entry
-USER_AGENT = "mo-spool-webhook/1"
 DESTINATION = ""  # the webhooks keep the spool's own outbox/ and undelivered/, as before outputs had names
 ROUTE_NAME = "webhook"
 FORWARDABLE_STATES = (State.PROCESSED, State.FAILED, State.DUPLICATES)
@@ -75,16 +68,6 @@ def webhook_secret(raw: str) -> str:
     return raw
 
 
-def secret_key(secret: str) -> bytes:
-    """The key a ``whsec_`` secret encodes (empty when it is not one)."""
-    if not secret.startswith("whsec_"):
-        return b""
-    try:
-        return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    except (binascii.Error, ValueError):
-        return b""
-
-
 def forwarded_states(raw: str) -> tuple[str, ...]:
     states = words(raw)
     if not states or any(state not in FORWARDABLE_STATES for state in states):
@@ -104,11 +87,11 @@ SECTION = Section(
     {
         "url": http_url,
         "secret": webhook_secret,
-        "timeout_seconds": positive_float,
-        "concurrency": positive_int,
-        "attempts": positive_int,
-        "retry_base_seconds": positive_float,
-        "give_up_after_seconds": positive_float,
+        "timeout_seconds": seconds(0.1, 300),
+        "concurrency": whole(1, 256),
+        "attempts": whole(1, 1000),
+        "retry_base_seconds": seconds(0.01, DAY),
+        "give_up_after_seconds": seconds(0.01, 365 * DAY),
         "states": forwarded_states,
         "media_base_url": http_url,
     },
@@ -182,84 +165,6 @@ def _located(part: Any, record_dir: Path, media_base_url: str, spool_root: Path)
         relative = urllib.parse.quote(path.relative_to(spool_root).as_posix())
         located["download_url"] = f"{media_base_url.rstrip('/')}/{relative}"
     return located
-
-
-def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
-    """The Standard Webhooks signature of one try, computed on the exact bytes sent."""
-    signed = b"%s.%d.%s" % (message_id.encode(), timestamp, body)
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-# --- one POST
-
-
-class WebhookClient:
-    """The transport: one pooled HTTP client for every sender thread; signs each try with a fresh timestamp.
-
-    Every request goes to the one configured URL, so the senders use its connection pool directly, skipping
-    the PoolManager's per-request URL parsing and pool look-up (a tenth of a delivery's CPU in the bench).
-    """
-
-    def __init__(self, settings: ForwardSettings) -> None:
-        self.url = settings.url
-        self.key = secret_key(settings.secret)
-        self.manager = urllib3.PoolManager(
-            num_pools=1,
-            maxsize=settings.concurrency,
-            retries=False,
-            timeout=urllib3.Timeout(total=settings.timeout_seconds),
-        )
-        self.pool = self.manager.connection_from_url(settings.url)
-        parts = urllib.parse.urlsplit(settings.url)
-        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-    def headers(self, entry: Entry, now: float) -> dict[str, str]:
-        stamp = int(now)
-        return {
-            "User-Agent": USER_AGENT,
-            "Content-Type": "application/json",
-            "webhook-id": entry.id,
-            "webhook-timestamp": str(stamp),
-            "webhook-signature": sign(self.key, entry.id, stamp, entry.body),
-        }
-
-    def send(self, entry: Entry) -> Answer:
-        try:
-            response = self.pool.urlopen(
-                "POST",
-                self.target,
-                body=entry.body,
-                headers=self.headers(entry, time.time()),
-                redirect=False,
-                preload_content=False,
-            )
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            return Answer(False, f"{type(exc).__name__}: {exc}", transient=True)
-        try:
-            text = (
-                ""
-                if response.length_remaining == 0
-                else response.read(RESPONSE_LIMIT).decode("utf-8", "replace")
-            )
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            text = f"(answer unreadable: {type(exc).__name__})"
-        finally:
-            if response.length_remaining != 0:  # more than we read, or unknown: do not reuse the connection
-                response.close()
-            response.release_conn()
-        status = response.status
-        detail = f"HTTP {status} {response.reason or ''}".strip()
-        if text.strip():
-            detail += f": {text.strip()[:200]}"
-        if 200 <= status < 300:
-            return Answer(True, detail)
-        transient = status in (408, 429) or status >= 500
-        wait = retry.retry_after_seconds(response.headers.get("Retry-After"))
-        return Answer(False, detail, transient, wait)
-
-    def close(self) -> None:
-        self.manager.clear()
 
 
 # --- the output

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from mospool.durable import (
-    DIR_MODE,
     FilesystemSync,
     fsync_dir,
+    make_private_dir,
     owned_like,
     replace_file,
     write_file,
@@ -113,7 +113,7 @@ class Outbox:
 
     def create(self) -> None:
         for folder in (self.pending, self.undelivered):
-            folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            make_private_dir(folder, parents=True)
         self._migrate()
 
     def exists(self) -> bool:

@@ -32,6 +32,9 @@ from mospool.store.layout import (
 )
 
 SCHEMA = 1
+# Schema 2: like 1, but a long value that is the record's text or subject is not repeated in ``fields``.
+SCHEMA_SHORTENED = 2
+REPEAT_LIMIT = 1024  # characters: a text or subject longer than this is kept once, in its own key
 
 # What a failed or duplicate folder says about each notice, so it can be found and read without its body.
 SUMMARY_KEYS = ("kind", "origin", "code", "from", "to", "tracking_id", "timestamp", "subject", "text")
@@ -58,6 +61,7 @@ class Media:
 
     parts: list[dict[str, Any]]
     texts: list[str] = field(default_factory=list)
+    not_fetched: int = 0  # parts beyond [media] max_parts: named in fields (and the body), not downloaded
 
 
 def messages(
@@ -94,10 +98,40 @@ def messages(
             message["media"] = parts.parts
             if parts.texts and not message["text"]:
                 message["text"] = "\n".join(parts.texts)
+            if parts.not_fetched:
+                message["media_not_fetched"] = parts.not_fetched
         if batch:
             message["batch_position"] = position
-        result.append(message)
+        result.append(_once(message))
     return result
+
+
+def _once(message: dict[str, Any]) -> dict[str, Any]:
+    """A long text or subject is kept once: where ``fields`` repeats it, ``{"same_as": "text"}`` stands in
+    its place, and the record says schema 2 (docs/spool-format.md)."""
+    shortened = False
+    for key in ("text", "subject"):
+        value = message.get(key)
+        if isinstance(value, str) and len(value) > REPEAT_LIMIT:
+            message["fields"], found = _replaced(message["fields"], value, {"same_as": key})
+            shortened = shortened or found
+    if shortened:
+        message["schema"] = SCHEMA_SHORTENED
+    return message
+
+
+def _replaced(value: Any, repeated: str, marker: dict[str, str]) -> tuple[Any, bool]:
+    """``value`` with every string that is ``repeated`` (but for surrounding whitespace, which the normalized
+    value drops) replaced by ``marker``, and whether there was one."""
+    if isinstance(value, str):
+        return (marker, True) if value.strip() == repeated else (value, False)
+    if isinstance(value, dict):
+        pairs = {key: _replaced(item, repeated, marker) for key, item in value.items()}
+        return {key: new for key, (new, _) in pairs.items()}, any(found for _, found in pairs.values())
+    if isinstance(value, list):
+        items = [_replaced(item, repeated, marker) for item in value]
+        return [new for new, _ in items], any(found for _, found in items)
+    return value, False
 
 
 def summaries(parsed: Parsed | None) -> list[dict[str, Any]]:

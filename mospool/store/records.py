@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mospool.durable import DIR_MODE, fsync_dir, owned_like, write_new
+from mospool.durable import fsync_dir, make_private_dir, owned_like, write_new
 from mospool.store.layout import (
     ERROR,
     FILED_STATES,
@@ -217,7 +217,7 @@ class Records:
         """A folder owned like the spool, so the services (and purge, run as them) can still manage it."""
         if path.is_dir():
             return
-        path.mkdir(mode=DIR_MODE)
+        make_private_dir(path)
         owned_like(path, self.root)
         fsync_dir(path.parent)
 

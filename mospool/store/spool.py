@@ -20,6 +20,7 @@ from mospool.durable import (
     FilesystemSync,
     GroupSync,
     fsync_dir,
+    make_private_dir,
     unlink_quietly,
     write_file,
     write_new,
@@ -71,7 +72,7 @@ class Spool:
         """Make every folder (idempotent) and check the spool takes writes; raises SpoolError if not."""
         for state in STATES:
             try:
-                (self.root / state).mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+                make_private_dir(self.root / state, parents=True)
             except OSError as exc:
                 raise SpoolError(f"cannot create spool folder {self.root / state}: {exc}") from exc
         for state in STATES:
@@ -132,6 +133,7 @@ class Spool:
             os.mkdir(path, DIR_MODE)  # noqa: PTH102 (once per postback: no pathlib)
         except FileExistsError:
             return Path(path), False
+        os.chmod(path, DIR_MODE)
         return Path(path), True
 
     def clear_build(self, build: Path) -> None:
@@ -175,8 +177,7 @@ class Spool:
         return target
 
     def _make_day(self, day: Path) -> None:
-        if not day.is_dir():
-            day.mkdir(mode=DIR_MODE, exist_ok=True)
+        if make_private_dir(day):
             fsync_dir(day.parent)
         self._days.add(day)
 
@@ -219,9 +220,9 @@ class Spool:
     def is_deferred(self, path: Path) -> bool:
         return path.parent == self.deferred
 
-    def recover(self) -> int:
-        """After a crash: every claimed file goes back to incoming/. Returns how many."""
-        count = 0
+    def recover(self) -> list[str]:
+        """After a crash: every claimed file goes back to incoming/. Returns their ids."""
+        released = []
         for entry in list(os.scandir(self.work)):
             path = Path(entry.path)
             inner = path / (entry.name + SUFFIX)
@@ -231,8 +232,8 @@ class Spool:
                 self.release(inner)
             else:
                 continue
-            count += 1
-        return count
+            released.append(postback_id(path))
+        return released
 
     def clean_tmp(self, older_than: float) -> int:
         """Remove receiver leftovers in tmp/ older than ``older_than`` seconds. Returns how many."""
@@ -278,6 +279,21 @@ class Spool:
 
     def deferred_count(self) -> int:
         return sum(1 for _ in os.scandir(self.deferred)) if self.deferred.is_dir() else 0
+
+    def write_problem(self) -> str | None:
+        """Why this user cannot write the spool (a folder it may not write, a read-only or full filesystem),
+        found by writing and removing a small file in tmp/; None when it can."""
+        probe = self.tmp / f".status-probe-{os.urandom(6).hex()}"
+        try:
+            write_new(probe, b"can the spool take writes?\n")
+        except OSError as exc:
+            return f"cannot write in {self.tmp}: {exc.strerror or exc}"
+        unlink_quietly(probe)
+        for state in STATES:
+            folder = self.root / state
+            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+                return f"{folder} is not writable by this user"
+        return None
 
     def writable(self) -> bool:
         return os.access(self.tmp, os.W_OK) and os.access(self.incoming, os.W_OK)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from mospool.durable import DIR_MODE, fsync_dir, owned_like, write_new
+from mospool.durable import fsync_dir, make_private_dir, owned_like, write_new
 from mospool.store.layout import FILED_STATES, State, is_day
 
 STALE_PAGES = "stale-pages"
@@ -38,8 +38,7 @@ class StalePages:
         self.folder = self.root / STALE_PAGES
 
     def create(self) -> None:
-        if not self.folder.is_dir():
-            self.folder.mkdir(mode=DIR_MODE)
+        if make_private_dir(self.folder):
             owned_like(self.folder, self.root)
             fsync_dir(self.root)
 

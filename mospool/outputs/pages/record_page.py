@@ -33,6 +33,7 @@ LABELS = {
 }  # fmt: skip
 SHOWN = {"image": "picture, ", "video": "video, ", "audio": "audio, ", "text": "text part, "}
 TEXT_PART_LIMIT = 64 * 1024  # a text part is shown up to this many bytes; the file holds all of it
+TEXT_LIMIT = 16 * 1024  # characters of a subject or text shown; the body and message.json hold all of it
 
 STAGES = {
     "read": f"The stored postback file is damaged (it is kept whole as {SPOOL_FILE}).",
@@ -63,6 +64,8 @@ class Notice:
     subject: str | None
     text: str | None
     parts: list[Part] = field(default_factory=list)
+    cut: list[str] = field(default_factory=list)  # what was cut short on the page ("subject", "text")
+    not_fetched: int = 0  # parts beyond [media] max_parts
 
 
 def record_page(
@@ -124,7 +127,24 @@ def _notice(files_at: Path, number: int, notice: Mapping[str, Any], zone: dt.tzi
     fields = [(name, value if isinstance(value, Shown) else str(value)) for name, value in rows if value]
     media = notice.get("media") or []
     parts = [_part(files_at, part) for part in media if isinstance(part, dict)]
-    return Notice(number, fields, _text(notice.get("subject")), _text(notice.get("text")), parts)
+    subject, text = _text(notice.get("subject")), _text(notice.get("text"))
+    cut = [
+        name for name, value in (("subject", subject), ("text", text)) if value and len(value) > TEXT_LIMIT
+    ]
+    not_fetched = notice.get("media_not_fetched")
+    return Notice(
+        number,
+        fields,
+        subject[:TEXT_LIMIT] if subject else None,
+        text[:TEXT_LIMIT] if text else None,
+        parts,
+        cut,
+        _count(not_fetched),
+    )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _text(value: Any) -> str | None:
@@ -183,6 +203,7 @@ class Failure:
     attempts: Any
     failed_at: Any
     retry: str | None  # a dismissed record was handled by an operator: no retry
+    not_fetched: int = 0  # parts beyond [media] max_parts
 
 
 def _failure(folder: Folder, zone: dt.tzinfo) -> Failure | None:
@@ -200,6 +221,7 @@ def _failure(folder: Folder, zone: dt.tzinfo) -> Failure | None:
         attempts=error.get("attempts"),
         failed_at=shown_time(error.get("failed_at"), zone),
         retry=f"{COMMAND} retry {folder.spool_id}" if folder.state is State.FAILED else None,
+        not_fetched=_count(error.get("parts_not_fetched")),
     )
 
 

@@ -4,8 +4,9 @@ This module holds what every page shares and the listings (a day's pages, the fr
 ``record_page`` holds the record's own page.
 
 Every value a postback carries is hostile: it reaches the page only through Jinja2's autoescaping, never as
-a link or a source. Links are built here, from names the spool itself chose, as relative paths with every
-segment percent-encoded, so the pages work under any URL prefix and when opened as files. No page loads
+a link or a source, and with its control and bidi characters shown as ``[U+202E]`` rather than obeyed
+(``mospool.unprintable``), in the title too. Links are built here, from names the spool itself chose, as
+relative paths with every segment percent-encoded, so the pages work under any URL prefix. No page loads
 anything from elsewhere or runs any script; the style is inline (the browse site's CSP allows inline styles
 and nothing else).
 """
@@ -23,9 +24,18 @@ from typing import Any
 import jinja2
 import markupsafe
 
+from mospool import unprintable
 from mospool.outputs.registry import StatusPart
 from mospool.store import State, id_day, id_time
 from mospool.store.layout import MEDIA, PAGE, media_file_name
+
+
+def _neutralized(value: Any) -> Any:
+    """Every value a template prints: its control and bidi characters shown, not obeyed."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return unprintable.shown(value)
+    return value
+
 
 ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("mospool.outputs.pages", "templates"),
@@ -33,6 +43,7 @@ ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    finalize=_neutralized,
     auto_reload=False,  # the templates ship with the package: no stat of each one at every page
 )
 
