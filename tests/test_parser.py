@@ -505,3 +505,34 @@ def test_fields_round_trip_every_element_and_attribute(
     root.extend(children)
     record = parse_postback(ET.tostring(root, encoding="utf-8"), "text/xml").records[0]
     assert canonical(rebuild("postback", record.fields)) == canonical(root)
+
+
+@pytest.mark.parametrize(
+    ("escaped", "text"),
+    [
+        (r"lone \ud800 high", "lone \ufffd high"),
+        (r"lone \uDC00 low", "lone \ufffd low"),
+        (r"\udc00\ud800 reversed", "\ufffd\ufffd reversed"),
+        (r"a pair \ud83d\ude00 is one character", "a pair \U0001f600 is one character"),
+        (r"an escaped backslash \\ud800", "an escaped backslash \\ud800"),
+    ],
+)
+def test_half_a_surrogate_pair_becomes_a_replacement_character(escaped: str, text: str) -> None:
+    """No UTF-8 file or database takes half a pair: the record gets U+FFFD, body.json keeps the bytes."""
+    body = (
+        '{"origin": "SMS_MO", "tracking-id": "t", "text": "' + escaped + '", "x\\udfff": ["\\ud800"]}'
+    ).encode()
+    (record,) = parse_postback(body, "application/json").records
+    assert record.text == text
+    assert record.fields["x\ufffd"] == ["\ufffd"]
+    assert json.dumps(record.fields, ensure_ascii=False).encode()  # every string is whole UTF-8 now
+
+
+def test_half_pairs_deep_in_a_batch_are_replaced_without_recursion() -> None:
+    deep = '{"a": ' * 900 + '"\\ud800"' + "}" * 900
+    body = ('[{"origin": "SMS_MO", "tracking-id": "t", "x": ' + deep + "}]").encode()
+    (record,) = parse_postback(body, None).records
+    value = record.fields["x"]
+    for _ in range(900):
+        value = value["a"]
+    assert value == "\ufffd"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mospool.config import WorkerSettings
-from mospool.index import open_index
+from mospool.index import Search, open_index
 from mospool.store import SUFFIX, Spool
 from mospool.worker import EXIT_OBSERVER_DIED, Worker
 from tests import index_db
@@ -312,3 +312,20 @@ def test_a_record_published_but_not_indexed_before_a_crash_is_indexed_before_its
     assert folder(spool, "duplicates", resend).is_dir()
     assert not folder(spool, "processed", resend).exists()
     assert list(spool.work.iterdir()) == []
+
+
+def test_half_a_surrogate_pair_is_filed_with_its_bytes_kept(indexed_worker: Worker) -> None:
+    """JSON's "\\ud800" is no character: once it stopped the filing of its postback, which stayed in work/."""
+    body = (
+        rb'{"origin": "SMS_MO", "code": "N401", "from": "15550001", "to": "28444", "tracking-id": "half-1",'
+        rb' "text": "lone \ud800 half", "subject": "\udc00"}'
+    )
+    postback_id = publish(indexed_worker.spool, body)
+    assert indexed_worker.drain() == 1
+    record = folder(indexed_worker.spool, "processed", postback_id)
+    message = read_json(record / "message.json")
+    assert (message["text"], message["subject"]) == ("lone \ufffd half", "\ufffd")
+    assert (record / "body.json").read_bytes() == body
+    assert list(indexed_worker.spool.work.iterdir()) == []
+    (row,) = indexed_worker.index.find(Search(tracking_id="half-1"))
+    assert row["text"] == "lone \ufffd half"

@@ -94,10 +94,38 @@ def _records(fmt: str, objects: Iterable[Fields]) -> Parsed:
 
 def _json_objects(text: str) -> list[Fields]:
     value = json.loads(text, parse_int=str, parse_float=str, parse_constant=str)
+    if ESCAPED_SURROGATE.search(text):
+        value = _whole_characters(value)
     objects = value if isinstance(value, list) else [value]
     if not objects or not all(isinstance(item, dict) for item in objects):
         raise ParseError("JSON body is not an object (or a list of objects)")
     return objects
+
+
+# JSON may escape half of a surrogate pair alone ("\\ud800"), which is no character: no UTF-8 file or
+# database takes it. Each such half becomes U+FFFD, as a UTF-8 decoder does with bytes it cannot read.
+ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _whole_characters(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings (keys too) replaced by U+FFFD; without recursion,
+    whatever its depth."""
+    root = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        item = container[key]
+        if isinstance(item, str):
+            container[key] = LONE_SURROGATE.sub("\ufffd", item)
+        elif isinstance(item, list):
+            stack.extend((item, n) for n in range(len(item)))
+        elif isinstance(item, dict):
+            whole = {LONE_SURROGATE.sub("\ufffd", name): part for name, part in item.items()}
+            item.clear()
+            item.update(whole)
+            stack.extend((item, name) for name in item)
+    return root[0]
 
 
 def _xml_objects(body: bytes | str) -> list[Fields]:

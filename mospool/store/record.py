@@ -273,9 +273,9 @@ def json_bytes(value: Any) -> bytes:
 
     orjson writes exactly the bytes of ``json.dumps(value, indent=2, ensure_ascii=False)`` (a test holds
     it to that) about 30 times faster: this is a tenth of a record's CPU otherwise. A value orjson does not
-    take (an integer past 64 bits) is written by json.
+    take (an integer past 64 bits, half a surrogate pair) is written by json; such a half as its JSON escape.
     """
     try:
         return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     except TypeError:
-        return json.dumps(value, indent=2, ensure_ascii=False).encode() + b"\n"
+        return json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
