@@ -8,15 +8,11 @@ and saves the screenshots the README shows (docs/screenshots/).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import http.client
 import http.server
-import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -29,10 +25,11 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from mospool.store import Spool
-from tests.nginx_stack import REPO, browse_site, wait_for_port
+from tests.local_run import run_local
+from tests.nginx_stack import REPO, browse_site
 from tests.origin import Origin
 from tests.pages_spool import SCRIPT, Filed, fill
-from tests.servers import free_port, wait_for_http, write_config
+from tests.servers import free_port
 
 pytestmark = pytest.mark.slow  # chromium and nginx
 
@@ -285,35 +282,13 @@ def xhtml_with_script(beacon: Beacon) -> bytes:
     ).encode()
 
 
-@contextlib.contextmanager
-def run_local(tmp_path: Path, pages_server: str) -> Iterator[tuple[int, int, Path, Path]]:
-    """scripts/run-local on a config under tmp_path: (receiver port, pages port, spool, its log)."""
-    spool = tmp_path / "spool"
-    config = write_config(tmp_path / "config.ini", spool)
-    port, pages = free_port(), free_port()
-    env = {**os.environ, "MOSPOOL_CONFIG": str(config), "BIND": f"127.0.0.1:{port}", "PAGES_PORT": str(pages)}
-    if pages_server:
-        env["PAGES_SERVER"] = pages_server
-    log = tmp_path / "run-local.log"
-    with log.open("w") as output:
-        proc = subprocess.Popen(
-            ["scripts/run-local"], cwd=REPO, env=env, stdout=output, stderr=output, start_new_session=True
-        )
-    try:
-        wait_for_http("127.0.0.1", port, timeout=120)
-        wait_for_port(pages)
-        yield port, pages, spool, log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
-
-
 @pytest.mark.parametrize("pages_server", ["", "python"], ids=["nginx", "python"])
 def test_run_local_serves_an_xhtml_body_that_runs_nothing(
     tmp_path: Path, browser: webdriver.Chrome, pages_server: str
 ) -> None:
     beacon = Beacon()
-    with run_local(tmp_path, pages_server) as (port, pages, spool, log):
+    with run_local(tmp_path, pages_server) as local:
+        port, pages, spool = local.port, local.pages, local.spool
         status = post(port, xhtml_with_script(beacon), "application/xml")
         assert status == 200
         deadline = time.monotonic() + 30
@@ -329,7 +304,8 @@ def test_run_local_serves_an_xhtml_body_that_runs_nothing(
         assert beacon.hits == []
         assert "hello" in browser.page_source  # the body was shown (as XML), not refused
         served_by = "nginx" if not pages_server else "Python"
-        assert f"pages served by {served_by}" in log.read_text()
+        assert f"pages served by {served_by}" in local.log.read_text()
+        assert local.stop() == 0, local.log.read_text()[-3000:]
 
 
 def test_the_same_body_without_the_sites_headers_runs_its_script(
