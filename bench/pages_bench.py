@@ -5,7 +5,13 @@ with pages on, so its day pages, index rows and folders are all there. Then roun
 and on (off, on, on, off, …, so a drift in the machine's load falls on both sides): each adds ``count`` new
 postbacks later in the same day (which keeps growing), starts `spool_worker.py` as the daemon (the pages are
 rewritten on its once-a-second tick while it files, as in production) and times it from the first
-tenth filed (so the start-up is left out) until incoming/ and work/ are empty. Each side's figure is its median round. The largest page of each kind is reported too.
+tenth filed (so the start-up is left out) until incoming/ and work/ are empty. Each side's figure is its
+median round. The largest page of each kind is reported too.
+
+A round with pages on starts from current pages: after a round without them, the day's pages are behind
+its records, and a worker with pages on rewrites the whole day once at start (what turning pages on costs
+once, not per record). That catch-up is run before the round, by `spool_worker.py --once` with nothing
+waiting, and reported as a figure of its own.
 """
 
 from __future__ import annotations
@@ -36,7 +42,12 @@ def measure(day_size: int, count: int, rounds: int) -> dict[str, float | dict[st
             cwd=REPO, check=True,
         )  # fmt: skip
         rates: dict[bool, list[float]] = {False: [], True: []}
+        catch_up: list[float] = []
+        previous = True
         for number, pages in enumerate(alternating(rounds)):
+            if pages and not previous:
+                catch_up.append(run_once(config_for(root, spool, True)))
+            previous = pages
             first = day_size + number * count  # new senders and tracking ids: filed, not duplicates
             later = midnight + dt.timedelta(hours=12, seconds=number)
             fill_incoming(spool / "incoming", count, start=later, first=first)
@@ -44,8 +55,18 @@ def measure(day_size: int, count: int, rounds: int) -> dict[str, float | dict[st
         return {
             "pages_on": statistics.median(rates[True]),
             "pages_off": statistics.median(rates[False]),
+            "catch_up_seconds": max(catch_up, default=0.0),
             "sizes": largest_pages(spool),
         }
+
+
+def run_once(config: Path) -> float:
+    """Seconds for `spool_worker.py --once` with nothing waiting: start-up and the pages' catch-up."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "spool_worker.py", "--config", str(config), "--once"], cwd=REPO, check=True
+    )
+    return time.perf_counter() - started
 
 
 def alternating(rounds: int) -> list[bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 
 
 class InFlight:
@@ -65,3 +66,39 @@ class InFlight:
             while self._fetching and (until is None or time.monotonic() < until):
                 self._cond.wait(0.1 if until is None else max(min(until - time.monotonic(), 0.1), 0.0))
             return self._fetching
+
+
+class Queued:
+    """The postbacks handed to the thread pool and not finished, at most ``limit`` of them: a count kept by
+    each future's completion, so the loop that hands them out never walks them to find room."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._futures: set[Future[str]] = set()
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def add(self, future: Future[str]) -> None:
+        with self._cond:
+            self._futures.add(future)
+        future.add_done_callback(self._finished)  # at once, in this thread, if it is done already
+
+    def _finished(self, future: Future[str]) -> None:
+        with self._cond:
+            self._futures.discard(future)
+            self._cond.notify_all()
+
+    def full(self) -> bool:
+        return len(self._futures) >= self._limit
+
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._futures) < self._limit, timeout)
+
+    def wait_all(self, timeout: float | None = None) -> int:
+        """Until every one has finished (or ``timeout`` seconds); returns how many have not."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._futures, timeout)
+            return len(self._futures)

@@ -14,13 +14,15 @@ CODES = (*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *
 ESCAPES = {code: f"\\u{code:04x}" for code in (*CODES, 0x09)}  # a log line keeps no tab either
 # A page's text keeps its tabs and line breaks (whitespace in HTML, harmless); the rest is shown.
 SHOWN = {code: f"[U+{code:04X}]" for code in CODES if code not in (0x0A, 0x0D)}
+# Each of them is unprintable to str.isprintable (categories Cc, Cf, Zl, Zp): a printable text, most of
+# them, is returned as it is without a look-up per character.
 
 
 def escaped(text: str) -> str:
     """On one line, with every such character written as ``\\uXXXX``."""
-    return text.translate(ESCAPES)
+    return text if text.isprintable() else text.translate(ESCAPES)
 
 
 def shown(text: str) -> str:
     """For a page: every such character but the line breaks written as ``[U+XXXX]``: seen, not obeyed."""
-    return text.translate(SHOWN)
+    return text if text.isprintable() else text.translate(SHOWN)

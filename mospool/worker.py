@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from mospool.english import counted
 from mospool.filer import Filer, Output
 from mospool.index import STORAGE_ERRORS, IndexStage, IndexUnavailable, open_index, where
 from mospool.index.watch import Watch
-from mospool.inflight import InFlight
+from mospool.inflight import InFlight, Queued
 from mospool.metrics import Metrics
 from mospool.outputs import Context, build_outputs
 from mospool.process import Claimed, Fetch, Processor
@@ -79,6 +79,7 @@ class Worker:
         self.space = SpaceWatch(self.spool.free_bytes, settings.worker.min_free_bytes, self.metrics)
         self._pool = ThreadPoolExecutor(settings.worker.concurrency, thread_name_prefix="postback")
         self.held = InFlight()
+        self.queued = Queued(settings.worker.concurrency * 2)  # two per thread: none waits for its next
         self._stop = threading.Event()
         self._stop_deadline: float | None = None
         self._ticker: threading.Thread | None = None  # set at stop: until then the filer may publish
@@ -113,11 +114,10 @@ class Worker:
         handled = 0
         self.held.next_pass()
         while self.watch.up and not self.space.low() and (batch := self.next_batch()):
-            running: set[Future[str]] = set()
             for path in batch:
-                running = self._wait_for_room(running)
-                running.add(self._pool.submit(self.process, path))
-            wait(running)
+                self._wait_for_room()
+                self.queued.add(self._pool.submit(self.process, path))
+            self.queued.wait_all()
             self.held.wait_for_fetches(None)
             handled += len(batch)
         self.filer.flush()
@@ -125,12 +125,10 @@ class Worker:
         self.write_metrics()
         return handled
 
-    def _wait_for_room(self, running: set[Future[str]]) -> set[Future[str]]:
-        """Until fewer than two claims per thread are queued, and the fetcher is not saturated."""
-        while True:
-            running = {future for future in running if not future.done()}
-            if len(running) < self.settings.worker.concurrency * 2 and not self.media.saturated():
-                return running
+    def _wait_for_room(self) -> None:
+        """Until the queue has room for one more claim, and the fetcher is not saturated."""
+        self.queued.wait_for_room()
+        while self.media.saturated():
             time.sleep(0.01)
 
     def write_metrics(self) -> None:
@@ -291,7 +289,6 @@ class Worker:
     def _serve(self, hints: queue.SimpleQueue[Path], observer: Any) -> int:
         settings = self.settings.worker
         pool = self._pool
-        running: set[Future[str]] = set()
         next_scan, backlog = 0.0, False
         self._ticker = threading.Thread(target=self._tick_loop, name="tick", daemon=True)
         self._ticker.start()
@@ -305,8 +302,7 @@ class Worker:
                 _forget(hints)  # a rescan finds them once the index is back
                 time.sleep(0.2)
                 continue
-            running = {future for future in running if not future.done()}
-            if hints.empty() and (time.monotonic() >= next_scan or (backlog and not running)):
+            if hints.empty() and (time.monotonic() >= next_scan or (backlog and not self.queued)):
                 if time.monotonic() >= next_scan:
                     self._housekeeping()
                 batch = self.next_batch()
@@ -314,7 +310,10 @@ class Worker:
                 next_scan = time.monotonic() + settings.rescan_seconds
                 for path in batch:
                     hints.put(path)
-            if len(running) >= settings.concurrency * 2 or self.media.saturated():
+            if self.queued.full():
+                self.queued.wait_for_room(0.2)
+                continue
+            if self.media.saturated():
                 time.sleep(0.01)
                 continue
             if self.space.low():  # postbacks wait in incoming/; the hints stay queued till space is back
@@ -324,9 +323,9 @@ class Worker:
                 path = hints.get(timeout=0.2)
             except queue.Empty:
                 continue
-            running.add(pool.submit(self.process, path))
+            self.queued.add(pool.submit(self.process, path))
         pool.shutdown(wait=False, cancel_futures=True)
-        return self._finish(running)
+        return self._finish()
 
     def _tick_loop(self) -> None:
         """The outputs' debounced work (a day's pages rewritten) and the metrics, on a thread of their own:
@@ -358,11 +357,10 @@ class Worker:
         except STORAGE_ERRORS as exc:  # a full disk: it only says this VM is alive, the next rescan will
             log.warning("cannot note this worker in the index: %s", exc)
 
-    def _finish(self, running: set[Future[str]]) -> int:
+    def _finish(self) -> int:
         deadline = self._stop_deadline = time.monotonic() + self.settings.worker.stop_timeout_seconds
-        while any(not future.done() for future in running) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = sum(1 for future in running if not future.done()) + self.held.wait_for_fetches(deadline)
+        left = self.queued.wait_all(self.settings.worker.stop_timeout_seconds)
+        left += self.held.wait_for_fetches(deadline)
         if left:
             log.warning(
                 "%s still in flight at stop; they go back to %s/ at the next start",

@@ -124,3 +124,11 @@ def test_the_escapes_name_every_character_that_must_not_be_obeyed() -> None:
     assert unprintable.escaped(hostile) == "a\\u000ab\\u000d\\u001b[31m\\u202e\\u2066\\u0000\\u0085\\u2028"
     assert unprintable.shown(hostile) == "a\nb\r[U+001B][31m[U+202E][U+2066][U+0000][U+0085][U+2028]"
     assert json.dumps(unprintable.escaped(hostile)).count("\\\\u") == 8
+
+
+@pytest.mark.parametrize("code", unprintable.CODES)
+def test_each_character_alone_in_a_text_is_escaped_and_shown(code: int) -> None:
+    # A printable text is returned as it is (str.isprintable): each character must make a text unprintable.
+    text = f"+4670{chr(code)}1234"
+    assert unprintable.escaped(text) == f"+4670\\u{code:04x}1234"
+    assert unprintable.shown(text) == (text if code in (0x0A, 0x0D) else f"+4670[U+{code:04X}]1234")

@@ -123,3 +123,26 @@ def test_a_finished_operation_is_not_cut_and_says_so() -> None:
     assert one.recv(1) == b"x" and limit.cut is False
     one.close()
     other.close()
+
+
+def test_a_sooner_deadline_wakes_the_reaper_that_sleeps_for_a_later_one() -> None:
+    """The reaper is woken only when a new deadline comes before every other: here after a long one and a
+    thousand finished ones (cut all together when due), the short one is still cut near its time."""
+    reaper = deadline.Reaper(slack_seconds=0.0)
+    for _ in range(1000):
+        with reaper.watch(0.01):
+            pass
+    long_sock, long_peer = socket.socketpair()
+    short_sock, short_peer = socket.socketpair()
+    with reaper.watch(60) as long_limit:
+        long_limit.attach(long_sock)
+        time.sleep(0.2)  # the reaper has cut nothing of the thousand (finished) and sleeps for the 60 s
+        started = time.monotonic()
+        with reaper.watch(0.3) as short_limit:
+            short_limit.attach(short_sock)
+            short_sock.settimeout(CUT_NOT_HUNG)  # a reaper that slept on raises TimeoutError here
+            assert short_sock.recv(10) == b""  # only the reaper ends this read
+        assert time.monotonic() - started < CUT_NOT_HUNG
+        assert short_limit.cut and not long_limit.cut
+    for sock in (long_sock, long_peer, short_sock, short_peer):
+        sock.close()
