@@ -1,6 +1,9 @@
 """Settings: read config.ini, validate every key, and hand out frozen dataclasses.
 
 Every error names the section and key, so a typo stops start-up with a message a person can act on.
+
+One concept, the settings, in some 370 lines: every core section's dataclass beside the ranges it is
+checked against, so a key and its validation are read together (outputs declare their own sections).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ removed only after its record is durable and published; the index never names an
 Group commit: the records handed in while a commit runs are published by the next one, so commits grow with
 the load. That is also what keeps filing going when another process writes to the same filesystem: a syncfs
 then waits for the neighbour's data too, and the larger groups share that wait (measured in
-docs/performance.md: per-file fsyncs, made by each record's own thread, did worse there and without a
-neighbour).
+docs/performance.md: per-file fsyncs, made by each record's own thread, did worse there, 0.58 of the
+minimal filer against 1.05, and no better alone).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ A postback waiting for its media holds no thread: the fetcher calls back when it
 of its filing goes back on the pool. Claims pause while the fetcher has enough waiting on origins that
 answer (``Fetcher.saturated``) and while free space is below ``[worker] min_free_bytes`` (``mospool.space``).
 
-One concept, scheduling, in some 360 lines: the batch mode (drain) and the daemon (run) share the claim,
+One concept, scheduling, in some 390 lines: the batch mode (drain) and the daemon (run) share the claim,
 its continuation after the media, and the bookkeeping of what is held (``mospool.inflight``).
 """
 
