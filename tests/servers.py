@@ -22,6 +22,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def receiver_commands(port: int) -> dict[str, list[str]]:
+    """The receiver's two ways to start, bound to ``port``: on its own, and under gunicorn as deployed."""
+    return {
+        "python app.py": [sys.executable, "app.py", "--bind", f"127.0.0.1:{port}"],
+        "gunicorn as deployed": [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "deploy/gunicorn.conf.py",
+            "app:app",
+        ],
+    }
+
+
 def write_config(path: Path, spool_dir: Path, sections: Mapping[str, Mapping[str, object]] = {}) -> Path:
     """A config.ini with the spool at spool_dir and the given keys set (everything else default)."""
     lines = ["[spool]", f"dir = {spool_dir}"]

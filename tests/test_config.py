@@ -25,7 +25,7 @@ from mospool.config import (
     section_keys,
 )
 from mospool.outputs import webhooks
-from tests.servers import REPO, free_port
+from tests.servers import REPO, free_port, receiver_commands
 
 
 def test_shipped_config_loads_with_spool_under_the_repo() -> None:
@@ -185,15 +185,7 @@ def test_a_bad_config_exits_2_from_every_entry_point(tmp_path: Path, text: str, 
     path.write_text(text.format(spool=tmp_path / "spool", file=tmp_path / "a-file"))
     env = {**os.environ, "MOSPOOL_CONFIG": str(path), "MOSPOOL_BIND": f"127.0.0.1:{free_port()}"}
     entry_points = {
-        "python app.py": [sys.executable, "app.py", "--bind", f"127.0.0.1:{free_port()}"],
-        "gunicorn as deployed": [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "deploy/gunicorn.conf.py",
-            "app:app",
-        ],
+        **receiver_commands(free_port()),
         "spool_worker.py": [sys.executable, "spool_worker.py"],
         "python -m mospool": [sys.executable, "-m", "mospool", "status"],
     }

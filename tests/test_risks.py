@@ -16,7 +16,7 @@ from mospool.config import Settings
 from mospool.outputs.webhooks import ForwardSettings
 from mospool.risks import risks
 from tests.disk import small_tmpfs
-from tests.servers import REPO, free_port, wait_for_http, write_config
+from tests.servers import REPO, free_port, receiver_commands, wait_for_http, write_config
 from tests.webhook_app import SECRET
 
 ELSEWHERE = Path("/proc/mospool-spool")  # /proc is never the filesystem of /: a spool that shares nothing
@@ -106,17 +106,7 @@ def test_the_receiver_warns_once_of_each_at_start_not_once_per_gunicorn_worker(
     config = risky_config(tmp_path)
     port = free_port()
     env = {**os.environ, "MOSPOOL_CONFIG": str(config), "MOSPOOL_BIND": f"127.0.0.1:{port}"}
-    command = {
-        "python app.py": [sys.executable, "app.py", "--bind", f"127.0.0.1:{port}"],
-        "gunicorn as deployed": [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "deploy/gunicorn.conf.py",
-            "app:app",
-        ],
-    }[how]
+    command = receiver_commands(port)[how]
     log = tmp_path / "receiver.log"
     with log.open("w") as output:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stderr=output, start_new_session=True)
