@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mospool.cli import main
+from mospool.cli.text import field
 from mospool.config import IndexSettings, load_settings
 from mospool.store import Spool
 from tests.build import mms, publish
@@ -346,6 +347,13 @@ def test_find_escapes_a_newline_and_terminal_codes_in_text(
     assert len(lines) == 2, lines  # the spool line, then one line for the one record
     assert 'text="line one\\nline two \\u001b[31mred"' in lines[1]
     assert "\x1b" not in lines[1]
+
+
+@pytest.mark.parametrize("value", ["+1555\u202e0001", "\u2066+15550001", "cli\u200f-4"])
+def test_a_bidi_control_in_a_value_is_written_escaped_not_obeyed(value: str) -> None:
+    shown = field(value)
+    assert not any(0x200E <= ord(c) <= 0x206F for c in shown), shown  # none reaches the terminal
+    assert json.loads(shown.encode().decode("unicode_escape")) == value  # named, so it can be read back
 
 
 @pytest.mark.parametrize(

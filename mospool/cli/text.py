@@ -7,9 +7,11 @@ from typing import Any
 
 from mospool.english import counted
 from mospool.store import State
+from mospool.unprintable import ESCAPES
 
-# Shown escaped in text output: control characters (newline, escape sequences) and line/paragraph separators.
-UNPRINTABLE = {code: f"\\u{code:04x}" for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
+# Shown escaped in text output: control characters (newline, escape sequences), line and paragraph
+# separators and bidi controls (an RLO would show a number reversed in the terminal).
+UNPRINTABLE = ESCAPES
 
 
 class Report(dict[str, Any]):
