@@ -94,6 +94,11 @@ def due(state: Mapping[str, Any], now_epoch: float) -> bool:
     return float(state.get("next_try_epoch", 0)) <= now_epoch
 
 
+def transient_status(status: int) -> bool:
+    """An HTTP answer worth trying again later: 408, 429 or any 5xx (media parts and deliveries alike)."""
+    return status in (408, 429) or status >= 500
+
+
 def retry_after_seconds(raw: str | None) -> float | None:
     """A ``Retry-After`` header (seconds, or an HTTP date) as seconds from now; None if unusable."""
     if not raw:

@@ -179,7 +179,7 @@ def _discard(response: Response) -> None:
 
 def _status_error(url: str, response: Response) -> MediaError:
     status = response.status
-    transient = status in (408, 429) or status >= 500
+    transient = retry.transient_status(status)
     retry_after = retry.retry_after_seconds(response.headers.get("Retry-After")) if transient else None
     return MediaError(
         url, f"HTTP {status} {response.reason}", permanent=not transient, retry_after=retry_after

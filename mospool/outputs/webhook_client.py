@@ -66,7 +66,6 @@ class WebhookClient:
     """
 
     def __init__(self, settings: ClientSettings) -> None:
-        self.url = settings.url
         self.key = secret_key(settings.secret)
         self.timeout_seconds = settings.timeout_seconds
         parts = urllib.parse.urlsplit(settings.url)
@@ -133,7 +132,7 @@ class WebhookClient:
             detail += f": {text.strip()[:200]}"
         if 200 <= status < 300:
             return Answer(True, detail)
-        transient = status in (408, 429) or status >= 500
+        transient = retry.transient_status(status)
         wait = retry.retry_after_seconds(response.headers.get("Retry-After"))
         return Answer(False, detail, transient, wait)
 
