@@ -37,7 +37,6 @@ class Deadline:
     """The time one remote operation may take, and the sockets it uses meanwhile."""
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
         self.expires = time.monotonic() + seconds
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
@@ -164,17 +163,8 @@ class WatchedHTTPConnection(HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class WatchedHTTPSConnection(HTTPSConnection):
+class WatchedHTTPSConnection(WatchedHTTPConnection, HTTPSConnection):
     """The same over TLS: the plain socket is attached before the handshake, so a slow one is cut too."""
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _attach_to_current(sock)
-        return sock
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _attach_to_current(self.sock)
-        super().request(*args, **kwargs)
 
 
 class WatchedHTTPConnectionPool(urllib3.HTTPConnectionPool):
