@@ -20,7 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response as BaseResponse
 
 from mospool.config import Settings
-from mospool.store import Spool, id_time, new_id
+from mospool.store import Spool, id_age_seconds, new_id
 
 log = logging.getLogger(__name__)
 
@@ -178,13 +178,12 @@ def _health(spool: Spool, settings: Settings) -> tuple[Response, int]:
     free = spool.free_bytes()
     waiting, oldest = spool.backlog(HEALTH_SCAN_LIMIT)
     writable = spool.writable() and free > 0 and free >= settings.receiver.min_free_bytes
-    age = (dt.datetime.now(dt.UTC) - id_time(oldest)).total_seconds() if oldest else 0.0
     body = {
         "status": "ok" if writable else "unavailable",
         "spool_writable": writable,
         "free_bytes": free,
         "waiting": waiting,
         "waiting_capped": waiting >= HEALTH_SCAN_LIMIT,
-        "oldest_waiting_seconds": round(max(age, 0.0), 3),
+        "oldest_waiting_seconds": round(id_age_seconds(oldest), 3),
     }
     return jsonify(body), 200 if writable else 503

@@ -14,7 +14,6 @@ its continuation after the media, and the bookkeeping of what is held (``mospool
 
 from __future__ import annotations
 
-import datetime as dt
 import heapq
 import logging
 import os
@@ -40,7 +39,7 @@ from mospool.metrics import Metrics
 from mospool.outputs import Context, build_outputs
 from mospool.process import Claimed, Fetch, Processor
 from mospool.space import SpaceWatch
-from mospool.store import Spool, State, id_time
+from mospool.store import Spool, State, id_age_seconds
 from mospool.store.layout import SUFFIX
 from mospool.store.spool import postback_id as id_of
 
@@ -56,10 +55,6 @@ EXIT_OBSERVER_DIED = 3
 # What the processor hands to the filer, by the state it files in: logged once published.
 OUTCOMES = {State.PROCESSED: "processed", State.DUPLICATES: "duplicate", State.FAILED: "failed"}
 HANDED_TO_THE_FILER = set(OUTCOMES.values())
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class Worker:
@@ -133,8 +128,7 @@ class Worker:
 
     def write_metrics(self) -> None:
         count, oldest = self.spool.backlog(SCAN_BATCH)
-        age = (utc_now() - id_time(oldest)).total_seconds() if oldest else 0.0
-        self.metrics.set_backlog(count, max(age, 0.0))
+        self.metrics.set_backlog(count, id_age_seconds(oldest))
         self.metrics.media_waiting.set(self.media.waiting())
         self.metrics.write()
 

@@ -16,7 +16,7 @@ from mospool.english import counted
 from mospool.index import Index, IndexUnavailable, Search, open_index, where
 from mospool.outputs import outboxes, status_parts
 from mospool.space import shortage
-from mospool.store import FILED_STATES, NotFound, Outbox, Spool, State, id_time
+from mospool.store import FILED_STATES, NotFound, Outbox, Spool, State, id_age_seconds
 from mospool.store.layout import PAGE, WAITING_STATES
 from mospool.store.outbox import entry_spool_id
 from mospool.store.postback import CorruptPostback
@@ -33,7 +33,7 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
     records = spool.records
     counts = {str(state): records.count(state) for state in (*WAITING_STATES, *FILED_STATES)}
     waiting = sorted(postback_id(path) for path in records.waiting(State.INCOMING))
-    oldest = _age_seconds(waiting[0]) if waiting else 0.0
+    oldest = id_age_seconds(waiting[0] if waiting else None)
     reasons: Counter[str] = Counter()
     for folder in records.folders(State.FAILED):
         error = records.read(folder).error or {}
@@ -95,10 +95,6 @@ def _ellipsized(text: str, width: int) -> str:
     """On one line, at most ``width`` characters, with … where it was cut."""
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def _age_seconds(wanted: str) -> float:
-    return max((dt.datetime.now(dt.UTC) - id_time(wanted)).total_seconds(), 0.0)
 
 
 def list_state(

@@ -7,7 +7,7 @@ walking and moving filed records), ``Outbox`` (deliveries per destination), and 
 (``Filing``, ``Folder``).
 """
 
-from mospool.store.layout import FILED_STATES, STATES, SUFFIX, State, id_day, id_time, new_id
+from mospool.store.layout import FILED_STATES, STATES, SUFFIX, State, id_age_seconds, id_day, id_time, new_id
 from mospool.store.outbox import Entry, Outbox
 from mospool.store.postback import CorruptPostback, Postback, encode
 from mospool.store.record import Filing, Folder, Media, Owner, read_folder
@@ -34,6 +34,7 @@ __all__ = [
     "SpoolError",
     "State",
     "encode",
+    "id_age_seconds",
     "id_day",
     "id_time",
     "new_id",

@@ -111,6 +111,13 @@ def id_time(postback_id: str) -> dt.datetime:
     return dt.datetime(year, month, day, hour, minute, second, micros, tzinfo=dt.UTC)
 
 
+def id_age_seconds(postback_id: str | None) -> float:
+    """How long ago the postback of an id was received (0 for None, or an id from a clock ahead of ours)."""
+    if postback_id is None:
+        return 0.0
+    return max((dt.datetime.now(dt.UTC) - id_time(postback_id)).total_seconds(), 0.0)
+
+
 def is_id(name: str) -> bool:
     try:
         id_time(name)

@@ -23,7 +23,7 @@ from mospool.english import counted
 from mospool.index import Index
 from mospool.outputs.pages import render
 from mospool.outputs.registry import status_parts
-from mospool.store import FILED_STATES, Spool, State, id_time
+from mospool.store import FILED_STATES, Spool, State, id_age_seconds, id_time
 from mospool.store.layout import PAGE, day_page_name
 from mospool.store.records import day_range, state_range
 
@@ -182,7 +182,7 @@ class RootPage:
             counts={state: sum(day.count for day in found) for state, found in days.items()},
             waiting=waiting,
             waiting_capped=waiting >= WAITING_COUNT_LIMIT,
-            oldest_waiting_seconds=round(_age(oldest)),
+            oldest_waiting_seconds=round(id_age_seconds(oldest)),
             deferred=self.spool.deferred_count(),
             days={state: found[:DAYS_SHOWN] for state, found in days.items()},
             reasons=self._reasons(),
@@ -219,9 +219,3 @@ class RootPage:
         seen = [render.NodeSeen(str(row["node"]), str(row["last_seen"] or "?")) for row in self.index.nodes()]
         others = [node for node in seen if node.name != self.index.node]
         return [render.NodeSeen(self.index.node, "now"), *others] if others else []
-
-
-def _age(oldest: str | None) -> float:
-    if oldest is None:
-        return 0.0
-    return max((dt.datetime.now(dt.UTC) - id_time(oldest)).total_seconds(), 0.0)
