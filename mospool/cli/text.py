@@ -7,11 +7,7 @@ from typing import Any
 
 from mospool.english import counted
 from mospool.store import State
-from mospool.unprintable import ESCAPES
-
-# Shown escaped in text output: control characters (newline, escape sequences), line and paragraph
-# separators and bidi controls (an RLO would show a number reversed in the terminal).
-UNPRINTABLE = ESCAPES
+from mospool.unprintable import ESCAPES, escaped
 
 
 class Report(dict[str, Any]):
@@ -33,11 +29,12 @@ def rows(found: list[dict[str, Any]]) -> str:
 
 
 def field(value: Any) -> str:
-    """A value on one line: text with spaces, quotes or control characters is quoted and escaped."""
+    """A value on one line: text with spaces, quotes or control, separator or bidi characters is quoted, and
+    escaped as in the log (``mospool.unprintable``)."""
     text = str(value)
-    if text and not any(c.isspace() or c in "\"'\\=" or ord(c) in UNPRINTABLE for c in text):
+    if text and not any(c.isspace() or c in "\"'\\=" or ord(c) in ESCAPES for c in text):
         return text
-    return json.dumps(text, ensure_ascii=False).translate(UNPRINTABLE)
+    return escaped(json.dumps(text, ensure_ascii=False))
 
 
 def outline(value: Any, indent: str = "") -> str:
