@@ -114,6 +114,8 @@ IPV6_REGISTRY = [
 ]
 
 GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")  # IANA's IPv6 Address Space: the rest is reserved
+# IPv4-compatible, NAT64 and local-use NAT64: the last 32 bits are the IPv4 address.
+LAST_32_BITS_IPV4 = tuple(ipaddress.IPv6Network(p) for p in ("::/96", "64:ff9b::/96", "64:ff9b:1::/48"))
 
 
 def block_of(ip: Address) -> Block | None:
@@ -149,7 +151,7 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     """
     if ip.ipv4_mapped:
         return [ip.ipv4_mapped]
-    if any(ip in ipaddress.IPv6Network(prefix) for prefix in ("::/96", "64:ff9b::/96", "64:ff9b:1::/48")):
+    if any(ip in network for network in LAST_32_BITS_IPV4):
         return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
     if ip.sixtofour:
         return [ip.sixtofour]
