@@ -228,18 +228,20 @@ class Processor:
             fetched[n] = Media([part.to_json() for part in mine], texts, left_out)
         return fetched
 
-    def not_fetched(self, claimed: Claimed) -> int:
-        return sum(left_out for _, left_out in claimed.plan.values())
-
     def _postpone(self, claimed: Claimed, reason: str) -> None:
         """Wait in deferred/ for the next rescan, keeping the retry schedule's count as it is."""
-        assert claimed.postback is not None
         log.info("postback %s waits in %s/: %s", claimed.id, State.DEFERRED, reason)
         claimed.retry = retry.postponed(claimed.retry, reason, POSTPONE_SECONDS, utc_now())
+        self._defer(claimed)
+        raise Postponed
+
+    def _defer(self, claimed: Claimed) -> None:
+        """Into deferred/ with its retry schedule: the index's rows first (so its keys stay claimed), then the
+        schedule, then the folder."""
+        assert claimed.postback is not None
         self.index.defer(claimed.keys, claimed.id, claimed.postback.meta["received_at"])
         self.spool.set_retry_schedule(claimed.build, claimed.retry)
         self.spool.defer(claimed.build, claimed.work_file)
-        raise Postponed
 
     def _media_failed(self, claimed: Claimed, errors: Sequence[media.MediaError]) -> None:
         parts = [{"url": error.url, "error": str(error), "permanent": error.permanent} for error in errors]
@@ -251,10 +253,7 @@ class Processor:
         if step.give_up:
             tries = counted(step.attempts, "attempt")
             raise Failed("media", f"gave up after {tries}: {parts[0]['error']}", parts)
-        assert claimed.postback is not None
-        self.index.defer(claimed.keys, claimed.id, claimed.postback.meta["received_at"])
-        self.spool.set_retry_schedule(claimed.build, claimed.retry)
-        self.spool.defer(claimed.build, claimed.work_file)
+        self._defer(claimed)
         raise Deferred
 
     # --- filing
@@ -302,8 +301,8 @@ class Processor:
             "failed_at": utc_now().isoformat(),
             "notices": record.summaries(claimed.parsed),
         }
-        if self.not_fetched(claimed):
-            error["parts_not_fetched"] = self.not_fetched(claimed)
+        if not_fetched := sum(left_out for _, left_out in claimed.plan.values()):
+            error["parts_not_fetched"] = not_fetched
         self._publish(claimed, self._filing(claimed, State.FAILED, error=error))
 
 
