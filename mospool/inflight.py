@@ -63,8 +63,8 @@ class InFlight:
     def wait_for_fetches(self, until: float | None) -> int:
         """Until no postback waits for its media (or the monotonic time ``until``); returns how many do."""
         with self._cond:
-            while self._fetching and (until is None or time.monotonic() < until):
-                self._cond.wait(0.1 if until is None else max(min(until - time.monotonic(), 0.1), 0.0))
+            timeout = None if until is None else max(until - time.monotonic(), 0.0)
+            self._cond.wait_for(lambda: not self._fetching, timeout)  # fetched() notifies
             return self._fetching
 
 
