@@ -37,6 +37,7 @@ from mospool.durable import (
     write_new,
 )
 from mospool.store.postback import decode_frame, encode, sealed
+from mospool.store.record import read_json
 
 OUTBOX = "outbox"
 UNDELIVERED = "undelivered"
@@ -157,11 +158,7 @@ class Outbox:
         return Entry.from_bytes(name, _read_whole(f"{folder or self.pending}/{name}{ENTRY_SUFFIX}"))
 
     def schedule(self, name: str, folder: Path | None = None) -> dict[str, Any]:
-        try:
-            value = json.loads(self.schedule_path(name, folder).read_bytes())
-        except (OSError, ValueError):
-            return {}
-        return value if isinstance(value, dict) else {}
+        return read_json(self.schedule_path(name, folder)) or {}
 
     # --- changing
 

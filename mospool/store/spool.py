@@ -20,6 +20,7 @@ from mospool.durable import (
     FilesystemSync,
     GroupSync,
     fsync_dir,
+    make_dir,
     make_private_dir,
     unlink_quietly,
     write_file,
@@ -177,8 +178,7 @@ class Spool:
         return target
 
     def _make_day(self, day: Path) -> None:
-        if make_private_dir(day):
-            fsync_dir(day.parent)
+        make_dir(day)
         self._days.add(day)
 
     def sync(self) -> None:
