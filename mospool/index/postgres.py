@@ -30,7 +30,7 @@ from mospool.index import IndexUnavailable, read_password, where
 from mospool.index.pg_claims import Claims
 from mospool.index.pg_schema import NewerSchema, migrate
 from mospool.index.reads import Reads, Row, TextMatch
-from mospool.index.rows import DUPLICATE_COLUMNS, MESSAGE_COLUMNS, RECORD_COLUMNS, folder_rows
+from mospool.index.rows import DUPLICATE_COLUMNS, MESSAGE_COLUMNS, RECORD_COLUMNS, folder_rows, like_prefix
 from mospool.store import FILED_STATES, Folder, Owner, Records, State
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class PostgresIndex(Reads):
             conn.execute("DELETE FROM messages WHERE spool_id = %s AND node = %s", (spool_id, self.node))
 
     def forget_folders(self, prefix: str) -> int:
-        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_prefix(prefix)
         gone = 0
         with self._connection() as conn, conn.transaction():
             for table in ("records", "duplicates", "messages"):

@@ -92,3 +92,8 @@ def _text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return str(value)
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern (escape character backslash) for every folder under ``prefix``, taken literally."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

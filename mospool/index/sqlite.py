@@ -22,7 +22,14 @@ from typing import Any
 
 from mospool.durable import create_private
 from mospool.index.reads import Reads, Row, TextMatch
-from mospool.index.rows import COLUMNS, DUPLICATE_COLUMNS, MESSAGE_COLUMNS, RECORD_COLUMNS, folder_rows
+from mospool.index.rows import (
+    COLUMNS,
+    DUPLICATE_COLUMNS,
+    MESSAGE_COLUMNS,
+    RECORD_COLUMNS,
+    folder_rows,
+    like_prefix,
+)
 from mospool.store import FILED_STATES, Folder, Owner, Records, State
 from mospool.store.layout import INDEX_FILE
 
@@ -251,7 +258,7 @@ class SqliteIndex(Reads):
             db.execute("DELETE FROM messages WHERE spool_id = ?", (spool_id,))
 
     def forget_folders(self, prefix: str) -> int:
-        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_prefix(prefix)
         gone = 0
         with self._transaction() as db:
             db.execute(TEXT_OUT + "folder LIKE ? ESCAPE '\\'", (pattern,))
