@@ -82,7 +82,7 @@ class _Job:
     build: Path
     work_file: Path
     done: Done
-    folder: Folder | None = None
+    folder: Folder  # where publishing puts it, as the outputs see it
     error: BaseException | None = None
 
 
@@ -104,7 +104,8 @@ class Filer:
         committer's thread once the record is published and its work file gone (error None), or when the
         commit failed (the postback is to go back for a later pass).
         """
-        job = _Job(filing, build, work_file, done)
+        folder = filing.as_folder(self.spool.record_dir(filing.state, filing.spool_id))
+        job = _Job(filing, build, work_file, done, folder)
         self._write(job)
         with self._cond:
             while self._pending >= MAX_PENDING:
@@ -154,7 +155,6 @@ class Filer:
         self.spool.clear_build(job.build)
         for name, data in filing.files():
             batch.write_in_record(name, data)
-        job.folder = filing.as_folder(self.spool.record_dir(filing.state, filing.spool_id))
         for output in self.outputs:
             output.prepare(job.folder, batch)
 
@@ -178,7 +178,7 @@ class Filer:
         folders: list[Folder] = []
         try:
             self.spool.sync()
-            folders = [job.folder for job in group if job.folder is not None and self._place(job)]
+            folders = [job.folder for job in group if self._place(job)]
             for parent in sorted({folder.path.parent for folder in folders}):
                 fsync_dir(parent)
             for output in self.outputs:
