@@ -29,11 +29,7 @@ class EscapingFormatter(logging.Formatter):
         below = [self.formatException(record.exc_info)] if record.exc_info else []
         if record.stack_info:
             below.append(self.formatStack(record.stack_info))
-        return "".join([text, *("\n" + _indented(block) for block in below)])
-
-
-def _indented(text: str) -> str:
-    return "    | " + CONTINUATION.join(escaped(line) for line in text.splitlines())
+        return text + "".join(CONTINUATION + escaped(line) for block in below for line in block.splitlines())
 
 
 def configure(level: str) -> None:
