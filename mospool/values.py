@@ -15,7 +15,6 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Sane bounds shared by many keys: no setting may ask for an absurd amount of time or space.
 DAY = 86_400.0
 GIB = 2**30
-TIB = 2**40
 
 
 def non_negative_int(raw: str) -> int:
