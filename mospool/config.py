@@ -323,40 +323,37 @@ def _validated(
 def _build(
     values: dict[str, dict[str, Any]], known: Mapping[str, Section], base: Path, path: Path
 ) -> Settings:
-    spool = dict(values.pop("spool"))
+    values = {name: dict(keys) for name, keys in values.items()}
+    spool = values["spool"]
     spool["dir"] = (base / spool["dir"]).resolve()
     if not spool.get("node", True):
         spool.pop("node")  # empty: the host name
-    index = dict(values.pop("index", {}))
-    if index.get("password_file"):
-        index["password_file"] = (base / index["password_file"]).resolve()
-    else:
-        index.pop("password_file", None)
-    monitor = dict(values.pop("monitor", {}))
-    if monitor.get("metrics_textfile"):
-        monitor["metrics_textfile"] = (base / monitor["metrics_textfile"]).resolve()
-    else:
-        monitor.pop("metrics_textfile", None)
-    built = {
-        name: section.settings(**values.get(name, {}))
-        for name, section in known.items()
-        if name not in ("spool", "index")
-    }
+    _resolve_file(values.get("index", {}), "password_file", base)
+    _resolve_file(values.get("monitor", {}), "metrics_textfile", base)
+    built = {name: section.settings(**values.get(name, {})) for name, section in known.items()}
     for name, section in known.items():
-        problem = section.check(built[name]) if section.check and name in built else None
+        problem = section.check(built[name]) if section.check else None
         if problem:
             raise ConfigError(f"{path}: {problem}")
     return Settings(
-        spool=SpoolSettings(**spool),
-        index=IndexSettings(**index),
+        spool=built["spool"],
+        index=built["index"],
         receiver=built["receiver"],
         worker=built["worker"],
         media=built["media"],
         retention=built["retention"],
-        monitor=MonitorSettings(**monitor),
+        monitor=built["monitor"],
         log_level=built["logging"].level,
         outputs={name: built[name] for name in known if name not in _CORE_SECTION_NAMES},
     )
+
+
+def _resolve_file(keys: dict[str, Any], key: str, base: Path) -> None:
+    """A file named relative to the config file's folder, made absolute; an empty value means the default."""
+    if keys.get(key):
+        keys[key] = (base / keys[key]).resolve()
+    else:
+        keys.pop(key, None)
 
 
 def replace(settings: Settings, section: str, **changes: Any) -> Settings:
