@@ -12,7 +12,7 @@ from typing import Any
 
 from mospool.cli.text import Report
 from mospool.config import COMMAND, Settings
-from mospool.english import counted
+from mospool.english import counted, shortened
 from mospool.index import Index, IndexUnavailable, Search, open_index, where
 from mospool.outputs import outboxes, status_parts
 from mospool.space import shortage
@@ -37,7 +37,7 @@ def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[
     reasons: Counter[str] = Counter()
     for folder in records.folders(State.FAILED):
         error = records.read(folder).error or {}
-        reasons[_ellipsized(f"{error.get('stage', '?')}: {error.get('error', '?')}", REASON_WIDTH)] += 1
+        reasons[shortened(f"{error.get('stage', '?')}: {error.get('error', '?')}", REASON_WIDTH)] += 1
     processed = list(records.folders(State.PROCESSED))
     last = max((p.stat().st_mtime for p in processed[-50:]), default=None)
     alerts = []
@@ -89,12 +89,6 @@ def _index_report(settings: Settings) -> dict[str, Any]:
     finally:
         index.close()
     return report
-
-
-def _ellipsized(text: str, width: int) -> str:
-    """On one line, at most ``width`` characters, with … where it was cut."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def list_state(

@@ -14,7 +14,7 @@ from typing import Any
 
 from mospool.cli.inspect import CommandError, Parked, cli_index, parked_entries, search, whose
 from mospool.config import Settings
-from mospool.english import counted
+from mospool.english import counted, listed
 from mospool.outputs import outboxes, pages, webhooks
 from mospool.store import Entry, Outbox, Spool, State
 
@@ -59,8 +59,7 @@ def _matching(every: list[tuple[Outbox, Parked]], wanted: str) -> list[tuple[Out
     ]
     postbacks = sorted({e.spool_id for _, e in started})
     if len(postbacks) > 1:
-        more = f" and {len(postbacks) - 10} more" if len(postbacks) > 10 else ""
-        shown = ", ".join(postbacks[:10]) + more
+        shown = listed(postbacks)
         raise CommandError(
             f"{wanted} is the start of entries of {len(postbacks)} postbacks: {shown}; give more of it"
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mospool.durable import fsync_dir, make_private_dir, owned_like, write_new
+from mospool.english import listed
 from mospool.store.layout import (
     ERROR,
     FILED_STATES,
@@ -128,8 +129,7 @@ class Records:
         if not matches:
             raise NotFound(f"no postback with id {wanted}, nor one whose id starts with it")
         names = sorted(matches)
-        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        raise NotFound(f"{wanted} is the start of {len(names)} ids: {shown}; give more of the id")
+        raise NotFound(f"{wanted} is the start of {len(names)} ids: {listed(names)}; give more of the id")
 
     def _exact(self, postback_id: str) -> Located | None:
         if is_id(postback_id):

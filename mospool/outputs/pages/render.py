@@ -25,6 +25,7 @@ import jinja2
 import markupsafe
 
 from mospool import unprintable
+from mospool.english import shortened
 from mospool.outputs.registry import StatusPart
 from mospool.store import State, id_day, id_time
 from mospool.store.layout import MEDIA, PAGE, media_file_name
@@ -186,8 +187,7 @@ def _outcome(row: Mapping[str, Any]) -> str:
 
 
 def _cut(value: Any, limit: int) -> str:
-    text = " ".join(str(value).split()) if value else ""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shortened(str(value), limit) if value else ""
 
 
 @dataclass(frozen=True)
