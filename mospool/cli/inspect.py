@@ -31,15 +31,16 @@ class CommandError(Exception):
 
 def status(settings: Settings, spool: Spool, args: argparse.Namespace) -> tuple[Report, int]:
     records = spool.records
-    counts = {str(state): records.count(state) for state in (*WAITING_STATES, *FILED_STATES)}
-    waiting = sorted(postback_id(path) for path in records.waiting(State.INCOMING))
-    oldest = id_age_seconds(waiting[0] if waiting else None)
+    found = {state: list(records.waiting(state)) for state in WAITING_STATES}  # each folder listed once
+    found.update((state, list(records.folders(state))) for state in FILED_STATES)
+    counts = {str(state): len(paths) for state, paths in found.items()}
+    waiting = found[State.INCOMING]  # oldest first
+    oldest = id_age_seconds(postback_id(waiting[0]) if waiting else None)
     reasons: Counter[str] = Counter()
-    for folder in records.folders(State.FAILED):
+    for folder in found[State.FAILED]:
         error = records.read(folder).error or {}
         reasons[shortened(f"{error.get('stage', '?')}: {error.get('error', '?')}", REASON_WIDTH)] += 1
-    processed = list(records.folders(State.PROCESSED))
-    last = max((p.stat().st_mtime for p in processed[-50:]), default=None)
+    last = max((p.stat().st_mtime for p in found[State.PROCESSED][-50:]), default=None)
     alerts = []
     free = spool.free_bytes()
     for problem in (spool.write_problem(), shortage(free, settings.worker.min_free_bytes)):
