@@ -21,6 +21,7 @@ from mospool.store import Spool
 from mospool.worker import Worker
 from tests.build import LOCAL_MEDIA
 from tests.origin import Origin
+from tests.pages_spool import Filed, fill
 from tests.pg import Cluster
 from tests.webhook_app import App
 
@@ -45,6 +46,15 @@ def spool(tmp_path: Path) -> Spool:
     spool = Spool(tmp_path / "spool")
     spool.create()
     return spool
+
+
+@pytest.fixture(scope="module")
+def filed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Spool, Filed]]:
+    """The pages suites' spool: every kind of record tests/pages_spool.py files, once per test module."""
+    root = tmp_path_factory.mktemp("pages") / "spool"
+    with Origin() as origin:
+        ids = fill(root, origin)
+    yield Spool(root), ids
 
 
 @pytest.fixture

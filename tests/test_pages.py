@@ -6,7 +6,7 @@ import datetime as dt
 import itertools
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,6 @@ from mospool.store import Folder, Outbox, Spool, State, new_id, read_folder
 from mospool.store.layout import day_page_name
 from mospool.worker import Worker
 from tests.build import publish
-from tests.origin import Origin
 from tests.pages_html import HTML, assert_inert, parse_bytes, parse_strictly, text_of
 from tests.pages_spool import (
     ATTRIBUTE,
@@ -45,18 +44,9 @@ from tests.pages_spool import (
     LONG_SUBJECT,
     SCRIPT,
     Filed,
-    fill,
     sms,
 )
 from tests.servers import write_config
-
-
-@pytest.fixture(scope="module")
-def filed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Spool, Filed]]:
-    root = tmp_path_factory.mktemp("pages") / "spool"
-    with Origin() as origin:
-        ids = fill(root, origin)
-    yield Spool(root), ids
 
 
 def page_of(spool: Spool, state: str, postback_id: str) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,18 +16,9 @@ from mospool.outputs.pages import SECTION, PagesSettings
 from mospool.store import Spool
 from mospool.worker import Worker
 from tests.build import STATUS_XML, publish, sms
-from tests.origin import Origin
 from tests.pages_html import HTML, parse_strictly, shown_text, text_of
-from tests.pages_spool import Filed, fill
+from tests.pages_spool import Filed
 from tests.servers import write_config
-
-
-@pytest.fixture(scope="module")
-def filed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Spool, Filed]]:
-    root = tmp_path_factory.mktemp("reading") / "spool"
-    with Origin() as origin:
-        ids = fill(root, origin)
-    yield Spool(root), ids
 
 
 def day_cells(page: Path, spool_id: str) -> list[str]:
