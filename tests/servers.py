@@ -67,6 +67,19 @@ def wait_for_http(host: str, port: int, path: str = "/healthz", timeout: float =
             time.sleep(0.05)
 
 
+def worker_once(config: Path) -> str:
+    """`spool_worker.py --once` on ``config``, as a process of its own; returns its log (stderr), which a
+    failure shows."""
+    done = subprocess.run(
+        [sys.executable, "spool_worker.py", "--config", str(config), "--once"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
 @contextlib.contextmanager
 def worker_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`spool_worker.py` as systemd runs it, its log in ``log``; yielded once it watches, stopped after."""

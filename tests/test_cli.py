@@ -24,7 +24,7 @@ from mospool.store import Spool
 from tests.build import mms, publish
 from tests.origin import Origin, Reply
 from tests.pg import Cluster
-from tests.servers import REPO, Gunicorn, write_config
+from tests.servers import REPO, Gunicorn, worker_once, write_config
 
 # All but one test read a spool that gunicorn and the worker process built, or start them.
 pytestmark = pytest.mark.slow
@@ -52,12 +52,6 @@ POSTBACKS = [
     ),
 ]
 DUPLICATE = POSTBACKS[0]
-
-
-def run_worker(config: Path) -> None:
-    subprocess.run(
-        [sys.executable, "spool_worker.py", "--config", str(config), "--once"], cwd=REPO, check=True
-    )
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -100,7 +94,7 @@ def built(
             assert server.post("/postback", body, {"Content-Type": content_type})[0] == 200
     finally:
         server.stop()
-    run_worker(config)
+    worker_once(config)
     yield config
 
 
@@ -251,13 +245,13 @@ def test_retry_puts_a_failed_postback_back_through(
     shared = {"index": {"url": index_settings.url}} if index_settings.shared else {}
     config = write_config(tmp_path / "config.ini", spool.root, shared)
     publish(spool, b"<oops", "text/xml")
-    run_worker(config)
+    worker_once(config)
     _, failed = cli(config, "list", "failed", capsys=capsys)
     code, requeued = cli(config, "retry", failed[0]["id"], capsys=capsys)
     assert code == 0 and requeued[0]["id"] == failed[0]["id"]
     assert [p.name for p in spool.incoming.iterdir()] == [failed[0]["id"] + ".postback"]
     assert cli(config, "find", "--state", "failed", capsys=capsys)[1] == []  # not filed while it waits
-    run_worker(config)
+    worker_once(config)
     assert len(cli(config, "find", "--state", "failed", capsys=capsys)[1]) == 1
     _, shown = cli(config, "show", failed[0]["id"], capsys=capsys)
     assert shown["state"] == "failed"
@@ -390,7 +384,7 @@ def test_status_ellipsizes_a_long_reason(
 ) -> None:
     config = write_config(tmp_path / "config.ini", spool.root)
     publish(spool, mms("long-1", "http://127.0.0.1/a.jpg", "http://127.0.0.2/b.jpg"))
-    run_worker(config)
+    worker_once(config)
     (folder,) = spool.failed.glob("*/*/")  # the record folder, not the day's pages
     error = json.loads((folder / "error.json").read_text())
     full = f"{error['stage']}: {error['error']}"
@@ -459,7 +453,7 @@ def test_list_deferred_shows_the_next_try_and_why(
     url = origin.serve("/busy.jpg", Reply(status=503))
     config = write_config(tmp_path / "config.ini", spool.root, {"media": {"allow_private_networks": "yes"}})
     postback_id = publish(spool, mms("busy-1", url))
-    run_worker(config)
+    worker_once(config)
     _, rows = cli(config, "list", "deferred", capsys=capsys)
     (row,) = rows
     assert row["id"] == postback_id and row["attempts"] == 1

@@ -21,7 +21,7 @@ import pytest
 from mospool.store import Spool
 from tests.nginx_stack import DEPLOY, nginx_and_gunicorn, render, render_nginx
 from tests.origin import Origin, Reply
-from tests.servers import REPO, free_port, write_config
+from tests.servers import REPO, free_port, worker_once, write_config
 
 UNITS = [
     "mo-spool-receiver.service",
@@ -152,9 +152,7 @@ def test_seed_postbacks_over_one_https_keepalive_connection_end_to_end(stack: St
     assert sockets[0] is sockets[1] is not None, "the keep-alive connection was not reused"
     assert stored_bodies(stack) == sorted([seed_json, seed_xml])
     config = stack.root / "config.ini"
-    subprocess.run(
-        [sys.executable, "spool_worker.py", "--config", str(config), "--once"], cwd=REPO, check=True
-    )
+    worker_once(config)
     records = sorted((stack.spool.root / "processed").glob("*/*/message.json"))
     messages = {json.loads(path.read_bytes())["tracking_id"]: path.parent for path in records}
     assert set(messages) == {"MMSMOabcd123", "MMS_MO_iLnCRrL6"}

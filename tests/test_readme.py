@@ -15,7 +15,7 @@ import pytest
 
 from mospool.store import Spool
 from tests.build import publish
-from tests.servers import REPO, free_port, wait_for_http, write_config
+from tests.servers import REPO, free_port, wait_for_http, worker_once, write_config
 
 README = (REPO / "README.md").read_text()
 PERFORMANCE = (REPO / "docs" / "performance.md").read_text()
@@ -59,9 +59,7 @@ def test_the_try_it_mms_is_filed_with_its_media_only_with_the_setting(
         )
         posted = body.group(1).replace("127.0.0.1:8000", f"127.0.0.1:{port}").encode()
         publish(spool, posted)
-        subprocess.run(
-            [sys.executable, "spool_worker.py", "--config", str(config), "--once"], cwd=REPO, check=True
-        )
+        worker_once(config)
     finally:
         server.terminate()
         server.wait()
@@ -82,9 +80,7 @@ def test_the_try_it_sms_and_the_mospool_lines_after_it_work_as_written(spool: Sp
     assert body and ". .venv/bin/activate" in block
     config = write_config(tmp_path / "config.ini", spool.root)
     publish(spool, body.group(1).encode())
-    subprocess.run(
-        [sys.executable, "spool_worker.py", "--config", str(config), "--once"], cwd=REPO, check=True
-    )
+    worker_once(config)
     lines = [line.split("#", 1)[0] for line in block.splitlines() if line.startswith("mospool ")]
     assert len(lines) >= 3
     env = {

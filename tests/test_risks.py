@@ -6,7 +6,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from mospool.config import Settings
 from mospool.outputs.webhooks import ForwardSettings
 from mospool.risks import risks
 from tests.disk import small_tmpfs
-from tests.servers import REPO, free_port, receiver_commands, wait_for_http, write_config
+from tests.servers import REPO, free_port, receiver_commands, wait_for_http, worker_once, write_config
 from tests.webhook_app import SECRET
 
 ELSEWHERE = Path("/proc/mospool-spool")  # /proc is never the filesystem of /: a spool that shares nothing
@@ -88,14 +87,7 @@ def assert_each_once(log: str) -> None:
 @pytest.mark.slow
 def test_the_worker_warns_once_of_each_at_start(tmp_path: Path) -> None:
     config = risky_config(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "spool_worker.py", "--config", str(config), "--once"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert_each_once(done.stderr)
+    assert_each_once(worker_once(config))
 
 
 @pytest.mark.slow
@@ -128,12 +120,6 @@ def test_the_receiver_warns_once_of_each_at_start_not_once_per_gunicorn_worker(
 def test_safe_settings_on_a_spool_of_its_own_warn_of_nothing(tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "disk", "16m") as disk:
         config = write_config(tmp_path / "config.ini", disk / "spool")
-        done = subprocess.run(
-            [sys.executable, "spool_worker.py", "--config", str(config), "--once"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    assert warnings_in(done.stderr) == []
-    assert "handled 0 postbacks" in done.stderr
+        log = worker_once(config)
+    assert warnings_in(log) == []
+    assert "handled 0 postbacks" in log

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +13,7 @@ from mospool.cli import main as cli_main
 from mospool.worker import Worker
 from tests.build import JPEG, local_media, mms, publish, read_json
 from tests.origin import Origin, Reply
-from tests.servers import REPO, write_config
+from tests.servers import worker_once, write_config
 
 
 def test_mms_with_photo_and_text_is_filed_with_its_media(origin: Origin, worker: Worker) -> None:
@@ -110,11 +108,10 @@ def test_a_restart_keeps_the_retry_schedule(
     config = write_config(
         tmp_path / "config.ini", tmp_path / "spool", {"media": {"allow_private_networks": "yes"}}
     )
-    once = [sys.executable, "spool_worker.py", "--config", str(config), "--once"]
-    subprocess.run(once, cwd=REPO, check=True)  # a new process, before the retry is due
+    worker_once(config)  # a new process, before the retry is due
     assert (tmp_path / "spool" / "deferred" / postback_id).is_dir()
     time.sleep(max(0.0, due - time.time()) + 0.05)
-    subprocess.run(once, cwd=REPO, check=True)
+    worker_once(config)
     assert (worker.spool.record_dir("processed", postback_id) / "media" / "01-later.jpg").read_bytes() == JPEG
 
 
