@@ -8,9 +8,7 @@ import datetime as dt
 import itertools
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +23,7 @@ from mospool.store import Spool
 from mospool.worker import Worker
 from tests.build import notice_id, publish, sms
 from tests.pages_html import links_of, shown_text
-from tests.servers import REPO, write_config
+from tests.servers import REPO, worker_process, write_config
 from tests.webhook_app import SECRET, App, Reply, always
 
 BROKEN = b"<postback><origin>SMS_MO</orig"  # filed in failed/ (stage parse)
@@ -187,10 +185,7 @@ def test_a_running_worker_shows_the_clis_changes_within_seconds(spool: Spool, tm
         )
         good = publish(spool, sms("s-1"))
         broken = publish(spool, BROKEN, "text/xml")
-        worker = subprocess.Popen(
-            [sys.executable, "spool_worker.py", "--config", str(config)], cwd=REPO, start_new_session=True
-        )
-        try:
+        with worker_process(config, tmp_path / "worker.log"):
             front = spool.front_page
             wait_until(lambda: "Webhooks 0 in outbox/, 1 undelivered" in shown_text(front))
             app.script = always(Reply(200))
@@ -204,9 +199,6 @@ def test_a_running_worker_shows_the_clis_changes_within_seconds(spool: Spool, tm
             assert any(
                 link.startswith("dismissed/") and link.endswith("/index.html") for link in links_of(front)
             )
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=30)
     assert [item.status for item in app.tries(notice_id("SMS_MO|N401|s-1"))] == [410, 200]
 
 
