@@ -252,29 +252,9 @@ def test_the_root_page_is_served_and_the_rest_of_the_spool_is_not(
 # --- scripts/run-local's page server, with a postback whose body is XHTML with a script
 
 
-class Beacon:
-    """A local server that records every request: what a script that ran would call."""
-
-    def __init__(self) -> None:
-        self.hits: list[str] = []
-        beacon = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                beacon.hits.append(self.path)
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-
-def xhtml_with_script(beacon: Beacon) -> bytes:
-    call = f"http://127.0.0.1:{beacon.port}"
+def xhtml_with_script(beacon: Origin) -> bytes:
+    """A body whose script, if it ran, would call ``beacon`` (a local server that records every request)."""
+    call = beacon.url("")
     return (
         '<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"><head><title>postback</title></head>'
         f'<body><p>hello</p><script>document.title = "ran"; fetch("{call}/fetch");'
@@ -286,8 +266,7 @@ def xhtml_with_script(beacon: Beacon) -> bytes:
 def test_run_local_serves_an_xhtml_body_that_runs_nothing(
     tmp_path: Path, browser: webdriver.Chrome, pages_server: str
 ) -> None:
-    beacon = Beacon()
-    with run_local(tmp_path, pages_server) as local:
+    with Origin() as beacon, run_local(tmp_path, pages_server) as local:
         port, pages, spool = local.port, local.pages, local.spool
         status = post(port, xhtml_with_script(beacon), "application/xml")
         assert status == 200
@@ -301,7 +280,7 @@ def test_run_local_serves_an_xhtml_body_that_runs_nothing(
         time.sleep(1)  # what a script would have done, it would have done by now
         assert browser.current_url == f"http://127.0.0.1:{pages}/{record}/body.xml"
         assert browser.title != "ran"
-        assert beacon.hits == []
+        assert beacon.requests == []
         assert "hello" in browser.page_source  # the body was shown (as XML), not refused
         served_by = "nginx" if not pages_server else "Python"
         assert f"pages served by {served_by}" in local.log.read_text()
@@ -312,21 +291,21 @@ def test_the_same_body_without_the_sites_headers_runs_its_script(
     tmp_path: Path, browser: webdriver.Chrome
 ) -> None:
     """The check above can see a script run: served as a plain file server would, it runs."""
-    beacon = Beacon()
-    (tmp_path / "body.xml").write_bytes(xhtml_with_script(beacon))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    try:
-        browser.get(f"http://127.0.0.1:{server.server_address[1]}/body.xml")
-        deadline = time.monotonic() + 10
-        while not beacon.hits and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert browser.title == "ran"
-        assert beacon.hits
-    finally:
-        server.shutdown()
-        server.server_close()
+    with Origin() as beacon:
+        (tmp_path / "body.xml").write_bytes(xhtml_with_script(beacon))
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        try:
+            browser.get(f"http://127.0.0.1:{server.server_address[1]}/body.xml")
+            deadline = time.monotonic() + 10
+            while not beacon.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert browser.title == "ran"
+            assert beacon.requests
+        finally:
+            server.shutdown()
+            server.server_close()
 
 
 def post(port: int, body: bytes, content_type: str) -> int:
