@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mospool.durable import fsync_dir, write_file
-from mospool.index import STORAGE_ERRORS
+from mospool.index import STORAGE_ERRORS, Index
 from mospool.metrics import Metrics
 from mospool.store import Filing, Folder, Spool, State
 
@@ -74,6 +74,37 @@ class Output(Protocol):
 
     def close(self) -> None:
         """The worker stops: finish or hand back what is in flight."""
+
+
+class BaseOutput:
+    """An output that does nothing at any stage: subclass it and keep the stages you need."""
+
+    def prepare(self, folder: Folder, batch: Batch) -> None:
+        pass
+
+    def commit(self, folders: Sequence[Folder]) -> None:
+        pass
+
+    def published(self, folders: Sequence[Folder]) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class IndexStage(BaseOutput):
+    """The index as the filer's commit stage: published folders are indexed in the commit's transaction.
+    Its close does nothing: the worker owns the index's connection, and outputs closed after it still read
+    it."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    def commit(self, folders: Sequence[Folder]) -> None:
+        self.index.filed(folders)
 
 
 @dataclass

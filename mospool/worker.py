@@ -31,8 +31,8 @@ from watchdog.observers import Observer
 from mospool import media, retry
 from mospool.config import Settings
 from mospool.english import counted
-from mospool.filer import Filer, Output
-from mospool.index import STORAGE_ERRORS, IndexStage, IndexUnavailable, open_index, where
+from mospool.filer import Filer, IndexStage, Output
+from mospool.index import STORAGE_ERRORS, IndexUnavailable, open_index, where
 from mospool.index.watch import Watch
 from mospool.inflight import InFlight, Queued
 from mospool.metrics import Metrics

@@ -14,7 +14,8 @@ import pytest
 from mospool import unprintable
 from mospool.cli import main as cli_main
 from mospool.config import IndexSettings, Settings, load_settings
-from mospool.index import IndexStage, open_index
+from mospool.filer import IndexStage
+from mospool.index import open_index
 from mospool.outputs.pages import Pages, rebuild
 from mospool.outputs.pages.record_page import TEXT_LIMIT, record_page
 from mospool.outputs.pages.render import (

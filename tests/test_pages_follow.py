@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mospool.cli import main as cli_main
-from mospool.index import IndexStage
+from mospool.filer import IndexStage
 from mospool.outputs import webhooks
 from mospool.outputs.pages import Pages
 from mospool.store import Spool

@@ -126,32 +126,9 @@ def read_password(settings: Settings) -> str | None:
         raise ConfigError(f"[index] password_file {path}: {exc.strerror}") from exc
 
 
-class IndexStage:
-    """The index as the filer's commit stage: published folders are indexed in the commit's transaction."""
-
-    def __init__(self, index: Index) -> None:
-        self.index = index
-
-    def prepare(self, folder: Folder, batch: object) -> None:
-        pass
-
-    def commit(self, folders: Sequence[Folder]) -> None:
-        self.index.filed(folders)
-
-    def published(self, folders: Sequence[Folder]) -> None:
-        pass
-
-    def tick(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass  # the worker owns the index's connection, and outputs closed after this one still read it
-
-
 __all__ = [
     "STORAGE_ERRORS",
     "Index",
-    "IndexStage",
     "IndexUnavailable",
     "Row",
     "Search",

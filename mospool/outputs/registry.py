@@ -8,15 +8,16 @@ status and the front page iterate ``registered()``; none of them names an output
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mospool.config import Section, Settings, register_section, unregister_section
-from mospool.filer import Batch, Output
+from mospool.filer import BaseOutput as BaseOutput  # an output subclasses it from here, with its Spec
+from mospool.filer import Output
 from mospool.index import Index
 from mospool.metrics import Metrics
-from mospool.store import Folder, Outbox, Spool
+from mospool.store import Outbox, Spool
 
 
 @dataclass(frozen=True)
@@ -99,22 +100,3 @@ def outboxes(spool: Spool) -> dict[str, Outbox]:
 
 def status_parts(settings: Settings, spool: Spool) -> list[StatusPart]:
     return [spec.status(spec.settings(settings), spool) for spec in registered() if spec.status]
-
-
-class BaseOutput:
-    """An output that does nothing at any stage: subclass it and keep the stages you need."""
-
-    def prepare(self, folder: Folder, batch: Batch) -> None:
-        pass
-
-    def commit(self, folders: Sequence[Folder]) -> None:
-        pass
-
-    def published(self, folders: Sequence[Folder]) -> None:
-        pass
-
-    def tick(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
