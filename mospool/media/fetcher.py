@@ -23,7 +23,7 @@ from mospool.config import MediaSettings
 from mospool.durable import make_private_dir
 from mospool.media.download import Budget, Downloader
 from mospool.media.files import TYPES, MediaFile, describe
-from mospool.media.guard import MediaError, Resolver, resolve_tcp
+from mospool.media.guard import MediaError, Resolver, default_port, resolve_tcp
 from mospool.media.lanes import Job, Lanes
 from mospool.store.layout import MEDIA, MEDIA_TEMP_PATTERN, media_part_pattern
 
@@ -42,7 +42,7 @@ def origin_of(url: str) -> str:
     """scheme://host:port, the key of a download lane (a URL that does not parse has a lane of its own)."""
     try:
         parts = urllib.parse.urlsplit(url)
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        port = parts.port or default_port(parts.scheme.lower())
     except ValueError:
         return "(unparsable)"
     return f"{parts.scheme.lower()}://{(parts.hostname or '').rstrip('.')}:{port}"

@@ -56,9 +56,13 @@ class Target:
 
     @property
     def host_header(self) -> str:
-        default_port = 443 if self.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
-        return host if self.port == default_port else f"{host}:{self.port}"
+        return host if self.port == default_port(self.scheme) else f"{host}:{self.port}"
+
+
+def default_port(scheme: str) -> int:
+    """The port a URL of ``scheme`` (lowercase) means when it names none."""
+    return 443 if scheme == "https" else 80
 
 
 def resolve_tcp(host: str, port: int) -> Sequence[tuple[Any, ...]]:
@@ -81,7 +85,7 @@ def check_url(url: str, settings: MediaSettings, resolve: Resolver = resolve_tcp
     if settings.allowed_hosts and not _host_allowed(host, settings.allowed_hosts):
         raise _refused(url, f"host {host} is not in allowed_hosts")
     try:
-        port = parts.port or (443 if scheme == "https" else 80)
+        port = parts.port or default_port(scheme)
     except ValueError as exc:
         raise _refused(url, "bad port") from exc
     try:
